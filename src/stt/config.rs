@@ -34,7 +34,15 @@ pub struct SttConfig {
     pub max_compression_ratio: f32,
     /// Most text tokens per second of audio a fitted-window transcript may
     /// have before it counts as runaway. Default 12 (fast speech is about 5).
+    /// The decoder is also stopped at this many tokens per segment, so a
+    /// loop costs a bounded number of decoder steps.
     pub max_tokens_per_second: f32,
+    /// Let whisper.cpp re-decode at rising temperatures (0.2 steps) when a
+    /// segment's entropy or log-probability looks wrong. Default false:
+    /// decoding is greedy, and a looping pass was measured to cost six
+    /// decodes of up to 224 tokens each (over a minute for a 3 s note on 2
+    /// cores); loops are caught by the checks above instead.
+    pub temperature_fallback: bool,
 }
 
 impl Default for SttConfig {
@@ -50,6 +58,7 @@ impl Default for SttConfig {
             min_audio_ctx: 256,
             max_compression_ratio: 2.4,
             max_tokens_per_second: 12.0,
+            temperature_fallback: false,
         }
     }
 }

@@ -114,6 +114,12 @@ impl WhisperStt {
         (frames < self.full_ctx).then_some(frames)
     }
 
+    /// The per-segment token cap for `samples` of audio.
+    fn max_tokens(&self, samples: usize) -> i32 {
+        let seconds = samples as f32 / SAMPLE_RATE as f32;
+        (seconds.max(1.0) * self.config.max_tokens_per_second).ceil() as i32 + 8
+    }
+
     fn take_state(&self) -> Result<WhisperState, SttError> {
         let pooled = self.states.lock().map(|mut s| s.pop()).unwrap_or(None);
         match pooled {
@@ -150,6 +156,10 @@ impl WhisperStt {
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
         params.set_audio_ctx(audio_ctx as i32);
+        if !self.config.temperature_fallback {
+            params.set_temperature_inc(0.0);
+        }
+        params.set_max_tokens(self.max_tokens(speech.len()));
         state
             .full(params, speech)
             .map_err(|e| SttError::Whisper(e.to_string()))?;
@@ -220,8 +230,7 @@ impl WhisperStt {
             max_compression_ratio: self.config.max_compression_ratio,
             max_tokens_per_second: self.config.max_tokens_per_second,
         };
-        let last_end = pass.segments.last().map_or(0, |s| s.end_ms);
-        match guard::check(&pass.text, &pass.tokens, last_end, audio_ms, limits) {
+        match guard::check(&pass.text, &pass.tokens, audio_ms, limits) {
             Ok(()) => Ok((pass, Window::Fitted { audio_ctx: ctx })),
             Err(rejection) => {
                 tracing::warn!(audio_ctx = ctx, %rejection, "fitted window rejected, redoing on the full window");
