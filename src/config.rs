@@ -1,12 +1,18 @@
 //! The service's configuration: one section per stage, read from
 //! `voxline.toml`. Every key has a documented default, so an empty file (or
-//! none) is a working configuration.
+//! none) is a working configuration for the offline commands; `voxline serve`
+//! also needs the WhatsApp credentials, which usually come from the
+//! environment. [`Config::apply_env`] is the one place environment variables
+//! override the file.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channel::whatsapp::{Secret, WhatsAppConfig};
 use crate::media::MediaConfig;
+use crate::service::ServiceConfig;
+use crate::store::StoreConfig;
 use crate::stt::SttConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,6 +22,14 @@ pub struct Config {
     pub media: MediaConfig,
     /// `[stt]`: the speech-to-text model and its decoding.
     pub stt: SttConfig,
+    /// `[dialog]`: intents, replies, sessions, the shop backend and the LLM.
+    pub dialog: crate::dialog::DialogConfig,
+    /// `[whatsapp]`: the Cloud API credentials and the Graph API client.
+    pub whatsapp: WhatsAppConfig,
+    /// `[service]`: the HTTP listener, the worker pool and shutdown.
+    pub service: ServiceConfig,
+    /// `[store]`: where the durable inbox lives.
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +44,26 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    /// A setting `voxline serve` cannot start without.
+    #[error("{name} is not set (set the environment variable, or {key} in the config file)")]
+    Missing {
+        name: &'static str,
+        key: &'static str,
+    },
+    #[error("{name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
 }
+
+/// Environment variables that override the file, and the key each replaces.
+pub const ENV_OVERRIDES: [(&str, &str); 7] = [
+    ("WHATSAPP_ACCESS_TOKEN", "whatsapp.access_token"),
+    ("WHATSAPP_APP_SECRET", "whatsapp.app_secret"),
+    ("WHATSAPP_VERIFY_TOKEN", "whatsapp.verify_token"),
+    ("WHATSAPP_PHONE_NUMBER_ID", "whatsapp.phone_number_id"),
+    ("WHATSAPP_GRAPH_URL", "whatsapp.graph_url"),
+    ("VOXLINE_ADDR", "service.addr"),
+    ("VOXLINE_DATA_DIR", "store.data_dir"),
+];
 
 impl Config {
     /// Reads a TOML file; a missing key takes its default, an unknown key is
@@ -45,6 +78,51 @@ impl Config {
             source,
         })
     }
+
+    /// Applies the environment overrides ([`ENV_OVERRIDES`]), reading each
+    /// variable through `var` (`std::env::var` in the binary). A variable
+    /// that is set but empty counts as unset.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let w = &mut self.whatsapp;
+        if let Some(v) = get("WHATSAPP_ACCESS_TOKEN") {
+            w.access_token = Some(Secret::new(v));
+        }
+        if let Some(v) = get("WHATSAPP_APP_SECRET") {
+            w.app_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("WHATSAPP_VERIFY_TOKEN") {
+            w.verify_token = Some(Secret::new(v));
+        }
+        if let Some(v) = get("WHATSAPP_PHONE_NUMBER_ID") {
+            w.phone_number_id = Some(v);
+        }
+        if let Some(v) = get("WHATSAPP_GRAPH_URL") {
+            w.graph_url = v;
+        }
+        if let Some(v) = get("VOXLINE_ADDR") {
+            self.service.addr = v.trim().parse().map_err(|e| ConfigError::Malformed {
+                name: "VOXLINE_ADDR",
+                reason: format!("{v:?} is not a socket address such as 127.0.0.1:8080 ({e})"),
+            })?;
+        }
+        if let Some(v) = get("VOXLINE_DATA_DIR") {
+            self.store.data_dir = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    /// Reads the file (when given), applies the environment and checks that
+    /// everything `voxline serve` needs is there and well formed.
+    pub fn for_serve(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.whatsapp.validate()?;
+        Ok(config)
+    }
 }
 
 #[cfg(test)]
@@ -57,5 +135,70 @@ mod tests {
         assert!(err.to_string().contains("modle"), "{err}");
         let ok: Config = toml::from_str("[stt]\nmodel = \"base\"\n").unwrap();
         assert_eq!(ok.stt.model, "base");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config: Config = toml::from_str(
+            "[whatsapp]\nphone_number_id = \"111\"\n[service]\naddr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        config
+            .apply_env(env(&[
+                ("WHATSAPP_PHONE_NUMBER_ID", "222"),
+                ("WHATSAPP_ACCESS_TOKEN", "tok"),
+                ("WHATSAPP_APP_SECRET", "sec"),
+                ("WHATSAPP_VERIFY_TOKEN", "ver"),
+                ("VOXLINE_ADDR", "127.0.0.1:0"),
+                ("VOXLINE_DATA_DIR", "/tmp/vx"),
+            ]))
+            .unwrap();
+        assert_eq!(config.whatsapp.phone_number_id.as_deref(), Some("222"));
+        assert_eq!(config.service.addr.port(), 0);
+        assert_eq!(config.store.data_dir, PathBuf::from("/tmp/vx"));
+        assert_eq!(
+            config.whatsapp.graph_url,
+            "https://graph.facebook.com/v23.0"
+        );
+        config.whatsapp.validate().unwrap();
+    }
+
+    #[test]
+    fn missing_and_malformed_settings_are_named() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env(env(&[("VOXLINE_ADDR", "localhost")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("VOXLINE_ADDR"), "{err}");
+        let err = config.whatsapp.validate().unwrap_err();
+        assert!(err.to_string().contains("WHATSAPP_ACCESS_TOKEN"), "{err}");
+        config
+            .apply_env(env(&[
+                ("WHATSAPP_ACCESS_TOKEN", "tok"),
+                ("WHATSAPP_APP_SECRET", "sec"),
+                ("WHATSAPP_VERIFY_TOKEN", "ver"),
+                ("WHATSAPP_PHONE_NUMBER_ID", "1"),
+                ("WHATSAPP_GRAPH_URL", "ftp://x"),
+            ]))
+            .unwrap();
+        let err = config.whatsapp.validate().unwrap_err();
+        assert!(err.to_string().contains("WHATSAPP_GRAPH_URL"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[("WHATSAPP_ACCESS_TOKEN", "EAAG-very-secret")]))
+            .unwrap();
+        assert!(!format!("{config:?}").contains("very-secret"));
     }
 }

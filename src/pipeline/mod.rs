@@ -1,11 +1,16 @@
 //! Runs the stages of a turn in order and owns what crosses stages: the
-//! turn's timing [`trace::Trace`].
+//! turn's timing [`trace::Trace`] and its recorded progress.
 //!
-//! For now a turn ends at the transcript: bytes → media → STT. The dialog,
-//! voice-reply and sending stages slot in after [`transcribe_note`] as further
-//! stages of the same trace.
+//! A service turn ([`turn::run_turn`]) is: [`fetch`] (download and decode
+//! overlapped) → speech to text → [`reply`] → send. The dialog and
+//! voice-reply stages plug in as [`reply::Respond`] providers and a filled
+//! [`reply::Reply::voice`]. [`transcribe_note`] is the offline path for a
+//! note already in memory, used by the command line.
 
+pub mod fetch;
+pub mod reply;
 pub mod trace;
+pub mod turn;
 
 use std::time::Instant;
 

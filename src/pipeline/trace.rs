@@ -13,6 +13,10 @@ pub enum Stage {
     Decode,
     Resample,
     Stt,
+    /// Composing the reply text.
+    Reply,
+    /// Handing the reply to the channel until it accepts it.
+    Send,
 }
 
 impl Stage {
@@ -22,6 +26,8 @@ impl Stage {
             Self::Decode => "decode",
             Self::Resample => "resample",
             Self::Stt => "stt",
+            Self::Reply => "reply",
+            Self::Send => "send",
         }
     }
 }

@@ -1,0 +1,87 @@
+//! The reply stage: what the customer said in, the reply to send out.
+//!
+//! [`Respond`] is the stage's interface. Until the dialog stage lands, the
+//! provider is [`Echo`], which says back what was understood, so a customer
+//! (and a tester) can tell at once whether the note was heard right. The
+//! dialog stage is a second implementation, and the voice-reply stage fills
+//! [`Reply::voice`]; neither changes the turn.
+
+use bytes::Bytes;
+
+use crate::channel::InboundMessage;
+use crate::stt::Transcript;
+
+/// What the customer said, as the turn understood it.
+#[derive(Debug, Clone)]
+pub enum Said {
+    /// A voice note with speech in it.
+    Speech(Transcript),
+    /// A voice note without speech (silence, a pocket recording).
+    Silence,
+    /// A voice note that could not be fetched or decoded; the reason is for
+    /// the logs, not the customer.
+    Unplayable {
+        reason: String,
+    },
+    Text(String),
+    /// A tap on a button or list row.
+    Choice {
+        id: String,
+        title: String,
+    },
+    /// A message type voxline does not answer, by name.
+    Unsupported {
+        kind: String,
+    },
+}
+
+impl Said {
+    /// The transcript, for a voice note with speech.
+    pub fn transcript(&self) -> Option<&str> {
+        match self {
+            Self::Speech(t) => Some(&t.text),
+            _ => None,
+        }
+    }
+}
+
+/// What goes back to the customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    /// An Ogg/Opus voice note to send instead of the text, once a
+    /// voice-reply stage makes one.
+    pub voice: Option<Bytes>,
+}
+
+impl Reply {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            voice: None,
+        }
+    }
+}
+
+/// A reply provider.
+#[async_trait::async_trait]
+pub trait Respond: Send + Sync {
+    async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply;
+}
+
+/// Says back what was understood.
+pub struct Echo;
+
+#[async_trait::async_trait]
+impl Respond for Echo {
+    async fn respond(&self, _message: &InboundMessage, said: &Said) -> Reply {
+        Reply::text(match said {
+            Said::Speech(t) => format!("I heard: \u{201c}{}\u{201d}", t.text.trim()),
+            Said::Silence => "I couldn't hear anything in your voice note. Could you record it again, a little closer to the phone?".into(),
+            Said::Unplayable { .. } => "Sorry, I couldn't play your voice note. Could you send it again, or type your message?".into(),
+            Said::Text(body) => format!("You wrote: \u{201c}{}\u{201d}", body.trim()),
+            Said::Choice { title, .. } => format!("You chose: {title}"),
+            Said::Unsupported { .. } => "Sorry, I can only answer voice notes and text messages for now. Could you send a voice note or type your message?".into(),
+        })
+    }
+}

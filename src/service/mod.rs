@@ -1,0 +1,256 @@
+//! `voxline serve`: the long-running service.
+//!
+//! Start-up checks the configuration, opens the store, loads the speech
+//! model, resumes every unfinished turn, then listens. The router has the
+//! channel's webhook (which writes the inbox and hands new messages to the
+//! [`workers`]), `GET /healthz` (the process is up) and `GET /readyz` (the
+//! model is loaded and the store takes writes). SIGTERM or Ctrl-C stops
+//! intake, lets turns in flight finish up to `[service]
+//! shutdown_grace_ms`, and leaves the rest in the inbox for the next start.
+
+pub mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::whatsapp::webhook::{self, WebhookState};
+use crate::channel::whatsapp::GraphClient;
+use crate::channel::{Channel, ChannelError};
+use crate::config::{Config, ConfigError};
+use crate::pipeline::reply::{Echo, Respond};
+use crate::pipeline::turn::TurnContext;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Queue, Store, StoreError};
+use crate::stt::{SpeechToText, SttError};
+use workers::Workers;
+
+/// `[service]` in `voxline.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Listen address. `VOXLINE_ADDR`. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// Turns in flight at once, across customers. Default 16: most of a
+    /// turn is waiting on the network.
+    pub workers: usize,
+    /// Transcriptions at once. Default 1: one transcription already uses
+    /// `[stt] threads` cores.
+    pub stt_concurrency: usize,
+    /// How long SIGTERM waits for turns in flight. Default 20 000 ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 16,
+            stt_concurrency: 1,
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot load the speech-to-text model: {0}")]
+    Stt(#[from] SttError),
+    #[error("cannot set up the Graph API client: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// A running service.
+pub struct Service {
+    addr: SocketAddr,
+    store: SqliteStore,
+    workers: Workers,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn Store>,
+    model: String,
+}
+
+impl Service {
+    /// Starts the service with `stt` as its speech-to-text provider and
+    /// returns once it is listening.
+    pub async fn start(config: &Config, stt: Arc<dyn SpeechToText>) -> Result<Self, ServeError> {
+        let credentials = config.whatsapp.validate()?;
+        let store = SqliteStore::open(&config.store)?;
+        let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
+        let respond: Arc<dyn Respond> = Arc::new(Echo);
+        let model = stt.name().to_string();
+        let ctx = Arc::new(TurnContext {
+            channel,
+            queue: Arc::new(store.clone()) as Arc<dyn Queue>,
+            stt,
+            stt_permits: Arc::new(Semaphore::new(config.service.stt_concurrency.max(1))),
+            respond,
+            media: config.media.clone(),
+            fetch_retry: config.whatsapp.retry_policy(),
+            mark_read: config.whatsapp.mark_read,
+        });
+        let workers = Workers::new(ctx, config.service.workers);
+
+        let unfinished = store.unfinished().await?;
+        if !unfinished.is_empty() {
+            tracing::info!(turns = unfinished.len(), "resuming unfinished turns");
+        }
+        for turn in unfinished {
+            workers.submit(&turn.message.from, turn.message.id);
+        }
+
+        let on_accepted = {
+            let workers = workers.clone();
+            Arc::new(move |messages: Vec<crate::channel::InboundMessage>| {
+                for m in messages {
+                    workers.submit(&m.from, m.id);
+                }
+            })
+        };
+        let webhook = webhook::routes(Arc::new(WebhookState {
+            app_secret: credentials.app_secret,
+            verify_token: credentials.verify_token,
+            phone_number_id: credentials.phone_number_id,
+            inbox: Arc::new(store.clone()),
+            on_accepted,
+        }));
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .with_state(AppState {
+                store: Arc::new(store.clone()),
+                model,
+            })
+            .merge(webhook);
+
+        let addr = config.service.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        let stop = CancellationToken::new();
+        let grace = Duration::from_millis(config.service.shutdown_grace_ms);
+        let task = {
+            let stop = stop.clone();
+            let workers = workers.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                tracing::info!("intake stopped; draining turns in flight");
+                let drained = workers.drain(grace).await;
+                tracing::info!(abandoned = drained.abandoned, "stopped");
+                served.map_err(ServeError::Server)
+            })
+        };
+        tracing::info!(%addr, "listening");
+        Ok(Self {
+            addr,
+            store,
+            workers,
+            stop,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store, for inspection (tests, operators' commands).
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    /// Messages waiting or in flight.
+    pub fn queued(&self) -> usize {
+        self.workers.queued()
+    }
+
+    /// Stops intake, drains the turns in flight up to the grace period, and
+    /// returns when the service has stopped.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.stop.cancel();
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(ServeError::Server(std::io::Error::other(e))))
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.check_writable().await {
+        Ok(()) => (
+            StatusCode::OK,
+            format!("ready: model {}, store writable\n", state.model),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: store: {e}\n"),
+        ),
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C: the entry point of
+/// `voxline serve`. `load_stt` is called once on a blocking thread.
+pub async fn serve(
+    config: Config,
+    load_stt: impl FnOnce() -> Result<Arc<dyn SpeechToText>, SttError> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.whatsapp.validate()?;
+    let stt = tokio::task::spawn_blocking(load_stt)
+        .await
+        .map_err(|e| ServeError::Server(std::io::Error::other(e)))??;
+    let service = Service::start(&config, stt).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    service.stop().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

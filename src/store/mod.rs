@@ -1,0 +1,170 @@
+//! What voxline keeps: the durable inbox of customers' messages, the state
+//! of each message's turn, and the delivery reports of replies.
+//!
+//! [`Inbox`] is what the webhook writes before it acknowledges; [`Queue`] is
+//! what the workers read and advance. [`Store`] is both, plus a health check.
+//! The embedded default is a single SQLite file ([`sqlite::SqliteStore`]);
+//! a shared store for several machines is a second implementation of the
+//! same traits.
+
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{InboundMessage, StatusUpdate};
+
+/// `[store]` in `voxline.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder of the store file (`voxline.db`). `VOXLINE_DATA_DIR`. Default
+    /// `data`.
+    pub data_dir: PathBuf,
+    /// SQLite's `synchronous` setting: `full` (default) or `normal`. See
+    /// [`sqlite`] for the trade-off.
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// Where a message's turn stands. A turn moves forward only:
+/// received → fetching → transcribed → replied, or to failed from any state
+/// before replied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnState {
+    /// In the inbox; the webhook has been acknowledged.
+    Received,
+    /// A worker is fetching the voice note.
+    Fetching,
+    /// Understood and the reply composed (kept, so a restart does not fetch
+    /// and transcribe again).
+    Transcribed,
+    /// The channel accepted the reply. Final.
+    Replied,
+    /// Given up, with a reason. Final.
+    Failed,
+}
+
+impl TurnState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Fetching => "fetching",
+            Self::Transcribed => "transcribed",
+            Self::Replied => "replied",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "received" => Self::Received,
+            "fetching" => Self::Fetching,
+            "transcribed" => Self::Transcribed,
+            "replied" => Self::Replied,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Replied | Self::Failed)
+    }
+}
+
+/// A message and its turn, as stored.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// Arrival order across all customers.
+    pub seq: i64,
+    pub message: InboundMessage,
+    pub state: TurnState,
+    /// What the customer said, for a voice note.
+    pub transcript: Option<String>,
+    /// The reply composed for it.
+    pub reply_text: Option<String>,
+    /// The channel's id of the accepted reply.
+    pub reply_id: Option<String>,
+    /// Why the turn failed.
+    pub failure: Option<String>,
+    /// The failure was a request the channel rejected as wrong.
+    pub dead_letter: bool,
+}
+
+/// A step forward in a turn.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Fetching,
+    Understood {
+        transcript: Option<&'a str>,
+        reply: &'a str,
+    },
+    /// The channel accepted the reply. Recorded the moment the send returns.
+    ReplyAccepted {
+        reply_id: &'a str,
+    },
+    Failed {
+        reason: &'a str,
+        dead_letter: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("store: {0}")]
+    Database(String),
+    #[error("no message {0} in the store")]
+    NotFound(String),
+    #[error("stored message {id} is unreadable: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+/// Where the webhook puts what it acknowledges.
+#[async_trait::async_trait]
+pub trait Inbox: Send + Sync {
+    /// Durably records one webhook's messages and delivery reports, in one
+    /// write. Returns, per message, whether it was new (`false`: a
+    /// redelivery of a message already in the inbox, which is dropped).
+    async fn accept(
+        &self,
+        messages: &[InboundMessage],
+        statuses: &[StatusUpdate],
+        errors: &[(i64, String)],
+    ) -> Result<Vec<bool>, StoreError>;
+}
+
+/// The turns to do and where each stands.
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync {
+    /// Every turn not yet replied or failed, in arrival order: what a
+    /// restart resumes.
+    async fn unfinished(&self) -> Result<Vec<Turn>, StoreError>;
+    async fn turn(&self, message_id: &str) -> Result<Turn, StoreError>;
+    async fn advance(&self, message_id: &str, progress: Progress<'_>) -> Result<(), StoreError>;
+}
+
+/// The inbox and queue of one deployment.
+#[async_trait::async_trait]
+pub trait Store: Inbox + Queue {
+    /// Proves the store can take a write now (for `/readyz`).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,581 @@
+//! The embedded store: one SQLite file, `voxline.db`, in the data folder.
+//!
+//! The file is in WAL mode, so readers never wait for the writer and a
+//! commit is one append to the log. `synchronous = FULL` (the default) makes
+//! each commit wait for the log to reach the disk: the webhook answers 200
+//! only after its messages are committed, and a power cut must not lose a
+//! message Meta was told it delivered (Meta would not send it again). With
+//! `NORMAL`, WAL mode still survives a crash of the process, since the log is
+//! in the kernel's page cache, but the last commits before a power cut can
+//! vanish; choose it only where the disk itself is replicated. FULL costs one
+//! `fsync` per webhook, well inside the acknowledgement budget (see the
+//! README's load test).
+//!
+//! Writes go to one writer thread that commits them in groups: every write
+//! queued while the previous commit was syncing joins the next transaction,
+//! each in its own savepoint so one failure does not undo the others. A
+//! burst of webhooks and turn updates thus costs one `fsync` per group, not
+//! one per write, and a webhook never waits behind more than one commit.
+//! Reads use a second connection on tokio's blocking threads; WAL lets them
+//! run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Inbox, Progress, Queue, Store, StoreConfig, StoreError, Synchronous, Turn, TurnState};
+use crate::channel::{InboundMessage, StatusUpdate};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    wamid       TEXT NOT NULL UNIQUE,
+    customer    TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    transcript  TEXT,
+    reply_text  TEXT,
+    reply_id    TEXT,
+    failure     TEXT,
+    dead_letter INTEGER NOT NULL DEFAULT 0,
+    received_at INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_unfinished ON messages (state, seq);
+CREATE TABLE IF NOT EXISTS statuses (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    error_code  INTEGER,
+    error_title TEXT,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_message ON statuses (message_id);
+CREATE TABLE IF NOT EXISTS webhook_errors (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    code        INTEGER NOT NULL,
+    title       TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);
+";
+
+/// The file name inside the data folder.
+pub const FILE_NAME: &str = "voxline.db";
+
+/// Writes queued for one group commit at most.
+const MAX_GROUP: usize = 512;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The read connection.
+    conn: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// A write: runs inside a savepoint of the group's transaction, reports
+/// whether it succeeded, and returns what to do once the group's commit is
+/// known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// The writer thread: takes whatever writes are queued, commits them as one
+/// transaction, then tells each caller.
+fn write_groups(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut delivers = Vec::with_capacity(group.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction()?;
+            for job in group {
+                let sp = tx.savepoint()?;
+                let (ok, deliver) = job(&sp);
+                if ok {
+                    sp.commit()?;
+                } // else: dropping the savepoint rolls it back
+                delivers.push(deliver);
+            }
+            tx.commit()
+        })();
+        // Writes not run (the transaction could not start) were dropped
+        // with their reply channel: their callers see the store fail.
+        let failure = committed.err().map(|e| e.to_string());
+        for deliver in delivers {
+            deliver(failure.as_deref());
+        }
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) `voxline.db` in `config.data_dir`.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let dir = &config.data_dir;
+        let fail = |reason: String| StoreError::Open {
+            path: dir.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let path = dir.join(FILE_NAME);
+        let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        let synchronous = match config.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| conn.pragma_update(None, "synchronous", synchronous))
+            .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(5)))
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .map_err(|e| fail(e.to_string()))?;
+        let reader = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| fail(e.to_string()))?;
+        let (writer, jobs) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("voxline-store".into())
+            .spawn(move || write_groups(conn, jobs))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(reader)),
+            writer,
+            path,
+        })
+    }
+
+    /// Runs `f` in the next group commit and returns its result once the
+    /// group is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let result = f(c);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |failure| {
+                let _ = tx.send(match failure {
+                    None => result,
+                    Some(e) => Err(StoreError::Database(format!("commit failed: {e}"))),
+                });
+            });
+            (ok, deliver)
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Database("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Database("the write was not committed".into()))?
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+
+    /// The delivery reports recorded for a message voxline sent, oldest
+    /// first, as `(status, error code)`.
+    pub async fn statuses_of(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let id = message_id.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT status, error_code FROM statuses WHERE message_id = ?1 ORDER BY id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)
+        })
+        .await
+    }
+
+    /// How many messages the inbox holds.
+    pub async fn message_count(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(db)
+        })
+        .await
+    }
+}
+
+fn read_turn(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, Turn)> {
+    // The message is decoded after the query, so that a corrupt row names
+    // itself instead of failing the whole scan.
+    let placeholder = InboundMessage {
+        id: String::new(),
+        from: String::new(),
+        to: String::new(),
+        timestamp: 0,
+        profile_name: None,
+        content: crate::channel::Content::Unsupported {
+            kind: String::new(),
+        },
+    };
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        Turn {
+            seq: row.get(0)?,
+            message: placeholder,
+            state: TurnState::Received,
+            transcript: row.get(4)?,
+            reply_text: row.get(5)?,
+            reply_id: row.get(6)?,
+            failure: row.get(7)?,
+            dead_letter: row.get::<_, i64>(8)? != 0,
+        },
+    ))
+}
+
+const TURN_COLUMNS: &str =
+    "seq, wamid, message, state, transcript, reply_text, reply_id, failure, dead_letter";
+
+fn finish_turn(
+    (_, wamid, message, state, mut turn): (i64, String, String, String, Turn),
+) -> Result<Turn, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: wamid.clone(),
+        reason,
+    };
+    turn.message = serde_json::from_str(&message).map_err(|e| corrupt(e.to_string()))?;
+    turn.state = TurnState::parse(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?;
+    Ok(turn)
+}
+
+#[async_trait::async_trait]
+impl Inbox for SqliteStore {
+    async fn accept(
+        &self,
+        messages: &[InboundMessage],
+        statuses: &[StatusUpdate],
+        errors: &[(i64, String)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let rows: Vec<(InboundMessage, String)> = messages
+            .iter()
+            .map(|m| {
+                serde_json::to_string(m)
+                    .map(|json| (m.clone(), json))
+                    .map_err(|e| StoreError::Database(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let statuses = statuses.to_vec();
+        let errors = errors.to_vec();
+        self.write(move |tx| {
+            let at = now();
+            let mut fresh = Vec::with_capacity(rows.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO messages (wamid, customer, message, state, received_at, updated_at)
+                         VALUES (?1, ?2, ?3, 'received', ?4, ?4) ON CONFLICT (wamid) DO NOTHING",
+                    )
+                    .map_err(db)?;
+                for (m, json) in &rows {
+                    let n = insert.execute(params![m.id, m.from, json, at]).map_err(db)?;
+                    fresh.push(n == 1);
+                }
+                let mut status = tx
+                    .prepare_cached(
+                        "INSERT INTO statuses (message_id, status, recipient, timestamp, error_code, error_title, received_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(db)?;
+                for s in &statuses {
+                    let (code, title) = match &s.error {
+                        Some((code, title)) => (Some(*code), Some(title.as_str())),
+                        None => (None, None),
+                    };
+                    status
+                        .execute(params![s.message_id, s.status, s.recipient, s.timestamp as i64, code, title, at])
+                        .map_err(db)?;
+                }
+                let mut error = tx
+                    .prepare_cached("INSERT INTO webhook_errors (code, title, received_at) VALUES (?1, ?2, ?3)")
+                    .map_err(db)?;
+                for (code, title) in &errors {
+                    error.execute(params![code, title, at]).map_err(db)?;
+                }
+            }
+            Ok(fresh)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for SqliteStore {
+    async fn unfinished(&self) -> Result<Vec<Turn>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {TURN_COLUMNS} FROM messages WHERE state NOT IN ('replied', 'failed') ORDER BY seq"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], read_turn)
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows.into_iter().map(finish_turn).collect()
+        })
+        .await
+    }
+
+    async fn turn(&self, message_id: &str) -> Result<Turn, StoreError> {
+        let id = message_id.to_string();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    &format!("SELECT {TURN_COLUMNS} FROM messages WHERE wamid = ?1"),
+                    [&id],
+                    read_turn,
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(finish_turn)
+                .unwrap_or(Err(StoreError::NotFound(id)))
+        })
+        .await
+    }
+
+    async fn advance(&self, message_id: &str, progress: Progress<'_>) -> Result<(), StoreError> {
+        let id = message_id.to_string();
+        // Owned copies, for the blocking thread.
+        let (state, transcript, reply_text, reply_id, failure, dead_letter) = match progress {
+            Progress::Fetching => (TurnState::Fetching, None, None, None, None, false),
+            Progress::Understood { transcript, reply } => (
+                TurnState::Transcribed,
+                transcript.map(str::to_string),
+                Some(reply.to_string()),
+                None,
+                None,
+                false,
+            ),
+            Progress::ReplyAccepted { reply_id } => (
+                TurnState::Replied,
+                None,
+                None,
+                Some(reply_id.to_string()),
+                None,
+                false,
+            ),
+            Progress::Failed {
+                reason,
+                dead_letter,
+            } => (
+                TurnState::Failed,
+                None,
+                None,
+                None,
+                Some(reason.to_string()),
+                dead_letter,
+            ),
+        };
+        self.write(move |c| {
+            // A final state is never left: a late worker cannot undo a reply.
+            let n = c
+                .execute(
+                    "UPDATE messages SET state = ?2,
+                        transcript = COALESCE(?3, transcript),
+                        reply_text = COALESCE(?4, reply_text),
+                        reply_id = COALESCE(?5, reply_id),
+                        failure = COALESCE(?6, failure),
+                        dead_letter = ?7,
+                        updated_at = ?8
+                     WHERE wamid = ?1 AND state NOT IN ('replied', 'failed')",
+                    params![
+                        id,
+                        state.name(),
+                        transcript,
+                        reply_text,
+                        reply_id,
+                        failure,
+                        dead_letter as i64,
+                        now()
+                    ],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                let exists: Option<i64> = c
+                    .query_row("SELECT seq FROM messages WHERE wamid = ?1", [&id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(db)?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(id));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                [now()],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Content;
+
+    fn message(id: &str, from: &str) -> InboundMessage {
+        InboundMessage {
+            id: id.into(),
+            from: from.into(),
+            to: "1".into(),
+            timestamp: 1,
+            profile_name: None,
+            content: Content::Text { body: "hi".into() },
+        }
+    }
+
+    fn open(dir: &Path) -> SqliteStore {
+        SqliteStore::open(&StoreConfig {
+            data_dir: dir.to_path_buf(),
+            ..StoreConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let fresh = store
+            .accept(&[message("w1", "a"), message("w2", "b")], &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(fresh, vec![true, true]);
+        let fresh = store.accept(&[message("w1", "a")], &[], &[]).await.unwrap();
+        assert_eq!(fresh, vec![false]);
+        store
+            .advance(
+                "w1",
+                Progress::Understood {
+                    transcript: Some("hello"),
+                    reply: "I heard: hello",
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .advance(
+                "w2",
+                Progress::ReplyAccepted {
+                    reply_id: "wamid.R",
+                },
+            )
+            .await
+            .unwrap();
+        // A final state is not left again.
+        store.advance("w2", Progress::Fetching).await.unwrap();
+        drop(store);
+
+        let store = open(dir.path());
+        let left = store.unfinished().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].message.id, "w1");
+        assert_eq!(left[0].state, TurnState::Transcribed);
+        assert_eq!(left[0].reply_text.as_deref(), Some("I heard: hello"));
+        let done = store.turn("w2").await.unwrap();
+        assert_eq!(done.state, TurnState::Replied);
+        assert_eq!(done.reply_id.as_deref(), Some("wamid.R"));
+        assert!(matches!(
+            store.advance("nope", Progress::Fetching).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.check_writable().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_does_not_undo_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (one, two) = ([message("w1", "a")], [message("w2", "b")]);
+        let (a, missing, b) = tokio::join!(
+            store.accept(&one, &[], &[]),
+            store.advance("missing", Progress::Fetching),
+            store.accept(&two, &[], &[]),
+        );
+        assert_eq!((a.unwrap(), b.unwrap()), (vec![true], vec![true]));
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+        assert_eq!(store.message_count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn statuses_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let failed = StatusUpdate {
+            message_id: "wamid.R".into(),
+            status: "failed".into(),
+            recipient: "a".into(),
+            timestamp: 2,
+            error: Some((131_047, "Re-engagement message".into())),
+        };
+        store.accept(&[], &[failed], &[]).await.unwrap();
+        assert_eq!(
+            store.statuses_of("wamid.R").await.unwrap(),
+            vec![("failed".to_string(), Some(131_047))]
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared by the service tests: the fake Graph API, Meta-shaped webhook
+//! payloads, signing, a stand-in speech-to-text provider and a service
+//! started on 127.0.0.1 port 0.
+
+#![allow(dead_code)]
+
+pub mod fake_graph;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use voxline::channel::whatsapp::webhook::sign;
+use voxline::config::Config;
+use voxline::service::Service;
+use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript, Window};
+
+use fake_graph::FakeGraph;
+
+pub const APP_SECRET: &str = "app-secret-for-tests";
+pub const VERIFY_TOKEN: &str = "verify-me";
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A voice note from the committed fixtures.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(crate_dir().join("audio-fixtures").join(name)).unwrap()
+}
+
+/// The environment `voxline serve` reads, pointed at `graph`.
+pub fn env_for(graph: &FakeGraph, data_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("WHATSAPP_ACCESS_TOKEN", fake_graph::TOKEN.to_string()),
+        ("WHATSAPP_APP_SECRET", APP_SECRET.to_string()),
+        ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN.to_string()),
+        ("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID.to_string()),
+        ("WHATSAPP_GRAPH_URL", graph.url()),
+        ("VOXLINE_ADDR", "127.0.0.1:0".to_string()),
+        ("VOXLINE_DATA_DIR", data_dir.display().to_string()),
+    ]
+}
+
+/// A configuration for an in-process service with quick retries.
+pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
+    let env = env_for(graph, data_dir);
+    let mut config = Config::default();
+    config
+        .apply_env(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+        .unwrap();
+    config.whatsapp.backoff_base_ms = 20;
+    config.whatsapp.backoff_max_ms = 100;
+    config.whatsapp.pair_rate_wait_ms = 50;
+    config.service.shutdown_grace_ms = 5_000;
+    config
+}
+
+pub async fn start(config: &Config, stt: Arc<dyn SpeechToText>) -> Service {
+    Service::start(config, stt).await.unwrap()
+}
+
+/// Says the same words for every note, counting the calls.
+pub struct FixedStt {
+    pub text: String,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl FixedStt {
+    pub fn new(text: &str) -> Arc<Self> {
+        Arc::new(Self {
+            text: text.into(),
+            calls: Default::default(),
+        })
+    }
+}
+
+impl SpeechToText for FixedStt {
+    fn transcribe(&self, speech: &[f32], _: &TranscribeOptions) -> Result<Transcript, SttError> {
+        assert!(!speech.is_empty());
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Transcript {
+            language: "en".into(),
+            text: self.text.clone(),
+            segments: Vec::new(),
+            confidence: 0.9,
+            no_speech_probability: 0.0,
+            window: Window::Full,
+        })
+    }
+
+    fn name(&self) -> &str {
+        "fixed"
+    }
+}
+
+/// One webhook notification in Meta's shape, carrying `messages`.
+pub fn notification(messages: serde_json::Value, contacts: serde_json::Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+                    "contacts": contacts,
+                    "messages": messages,
+                }
+            }]
+        }]
+    })
+    .to_string()
+}
+
+fn contact(from: &str) -> serde_json::Value {
+    json!([{"profile": {"name": "Kerry Fisher"}, "wa_id": from}])
+}
+
+pub fn voice_note(wamid: &str, from: &str, media_id: &str) -> String {
+    notification(
+        json!([{
+            "from": from, "id": wamid, "timestamp": "1744344496", "type": "audio",
+            "audio": {"mime_type": "audio/ogg; codecs=opus", "sha256": "ignored-by-voxline", "id": media_id, "voice": true}
+        }]),
+        contact(from),
+    )
+}
+
+pub fn text(wamid: &str, from: &str, body: &str) -> String {
+    notification(
+        json!([{"from": from, "id": wamid, "timestamp": "1744344496", "type": "text", "text": {"body": body}}]),
+        contact(from),
+    )
+}
+
+pub fn statuses(value: serde_json::Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+            "statuses": value
+        }}]}]
+    })
+    .to_string()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to the webhook signed with the app secret, as Meta does.
+pub async fn deliver(client: &reqwest::Client, addr: std::net::SocketAddr, body: &str) -> u16 {
+    client
+        .post(format!("http://{addr}/webhook"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign(APP_SECRET, body.as_bytes()))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
