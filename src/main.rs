@@ -16,7 +16,11 @@ use voxline::stt::whisper::WhisperStt;
 use voxline::stt::{SpeechToText, SttConfig, TranscribeOptions};
 
 #[derive(Parser)]
-#[command(name = "voxline", version, about = "Answers WhatsApp voice notes with voice notes")]
+#[command(
+    name = "voxline",
+    version,
+    about = "Answers WhatsApp voice notes with voice notes"
+)]
 struct Cli {
     /// Configuration file (TOML); every key has a default.
     #[arg(long, global = true)]
@@ -27,6 +31,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the WhatsApp service: webhook in, replies out (see `[whatsapp]`,
+    /// `[service]` and `[store]` in the config, and the WHATSAPP_* and
+    /// VOXLINE_* environment variables).
+    Serve,
     /// Transcribe audio files (Ogg/Opus, MP3, M4A, WAV, FLAC, Ogg Vorbis).
     Transcribe {
         #[arg(required = true)]
@@ -55,6 +63,38 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Print what the fast intent path makes of each text.
+    Intent {
+        #[arg(required = true)]
+        texts: Vec<String>,
+        /// Language (en, es, it, pt); detected when absent.
+        #[arg(long)]
+        lang: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An interactive text session against the dialog stage and its store.
+    Chat {
+        /// The customer's WhatsApp number.
+        #[arg(long)]
+        from: String,
+    },
+    /// Conversations handed to a person.
+    Handoff {
+        #[command(subcommand)]
+        command: HandoffCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HandoffCommand {
+    /// List the conversations waiting for a person, with their history.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a number back to the bot.
+    Release { number: String },
 }
 
 #[derive(Subcommand)]
@@ -81,8 +121,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,whisper_rs=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                match cli.command {
+                    Command::Serve => "info,whisper_rs=error".into(),
+                    _ => "warn,whisper_rs=error".into(),
+                }
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -95,12 +139,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// The dialog stage keeps its sessions and demo shop in the service's store
+/// file, beside the inbox.
+fn dialog_config(config: &Config) -> Result<voxline::dialog::DialogConfig> {
+    let mut config = config.clone();
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let mut dialog = config.dialog.clone();
+    dialog
+        .database
+        .get_or_insert_with(|| config.store.data_dir.join("voxline.db"));
+    Ok(dialog)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let config = match &cli.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
     match cli.command {
+        Command::Serve => serve(cli.config.as_deref()),
+        Command::Intent { texts, lang, json } => {
+            let dialog = dialog_config(&config)?;
+            voxline::dialog::cli::intent(
+                &dialog,
+                &texts,
+                lang.as_deref(),
+                json,
+                &mut std::io::stdout(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat { from } => {
+            let (dialog, mut stdin) = (dialog_config(&config)?, std::io::stdin().lock());
+            voxline::dialog::cli::chat(&dialog, &from, &mut stdin, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Handoff { command } => {
+            let (dialog, mut out) = (dialog_config(&config)?, std::io::stdout());
+            let released = match command {
+                HandoffCommand::List { json } => {
+                    voxline::dialog::cli::handoff_list(&dialog, json, &mut out).map(|_| true)?
+                }
+                HandoffCommand::Release { number } => {
+                    voxline::dialog::cli::handoff_release(&dialog, &number, &mut out)?
+                }
+            };
+            Ok(if released {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Transcribe {
             files,
             model,
@@ -127,7 +216,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 c.vocab,
                 c.hparams.n_audio_layer,
                 c.hparams.n_text_layer,
-                if c.hparams.is_multilingual() { "multilingual" } else { "English-only" },
+                if c.hparams.is_multilingual() {
+                    "multilingual"
+                } else {
+                    "English-only"
+                },
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -214,7 +307,11 @@ fn transcribe(
                     };
                     println!("{}", serde_json::to_string(&line)?);
                 } else {
-                    let shown = if r.transcript.is_none() { "(no speech)" } else { text };
+                    let shown = if r.transcript.is_none() {
+                        "(no speech)"
+                    } else {
+                        text
+                    };
                     println!(
                         "{:<36} {:<6} {:>5.2} {:>8} {:>8.1} {:>8.1} {:>8.1}  {}",
                         short(file),
@@ -239,7 +336,11 @@ fn transcribe(
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn short(path: &Path) -> String {
@@ -304,5 +405,16 @@ fn demo(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
     for (lang, (sum, n)) in wer_sum {
         println!("mean WER {lang}: {:.3} over {n} notes", sum / n as f64);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
+    let config = Config::for_serve(config_file)?;
+    let stt_config = config.stt.clone();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(voxline::service::serve(config, move || {
+        let stt = WhisperStt::load(&stt_config)?;
+        Ok(std::sync::Arc::new(stt) as std::sync::Arc<dyn SpeechToText>)
+    }))?;
     Ok(ExitCode::SUCCESS)
 }

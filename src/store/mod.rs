@@ -20,7 +20,8 @@ use crate::channel::{InboundMessage, StatusUpdate};
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Folder of the store file (`voxline.db`). `VOXLINE_DATA_DIR`. Default
-    /// `data`.
+    /// `var` (`data/` holds the operator's intent, template and catalogue
+    /// files, which are committed; the store is not).
     pub data_dir: PathBuf,
     /// SQLite's `synchronous` setting: `full` (default) or `normal`. See
     /// [`sqlite`] for the trade-off.
@@ -30,7 +31,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("data"),
+            data_dir: PathBuf::from("var"),
             synchronous: Synchronous::Full,
         }
     }
