@@ -1,0 +1,223 @@
+//! Settings of the TTS stage: which providers, in which order, and each
+//! provider's own settings, all with working defaults (espeak-ng only).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::Language;
+
+/// The providers, tried in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Espeak,
+    Openai,
+    Elevenlabs,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtsConfig {
+    /// Providers in fallback order. Default: `["espeak"]`.
+    pub providers: Vec<ProviderKind>,
+    pub fallback: FallbackConfig,
+    pub espeak: EspeakConfig,
+    pub openai: OpenAiConfig,
+    pub elevenlabs: ElevenLabsConfig,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            providers: vec![ProviderKind::Espeak],
+            fallback: FallbackConfig::default(),
+            espeak: EspeakConfig::default(),
+            openai: OpenAiConfig::default(),
+            elevenlabs: ElevenLabsConfig::default(),
+        }
+    }
+}
+
+/// Limits on each provider attempt in the chain.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// An attempt that has produced no audio this long after its first text
+    /// chunk is abandoned for the next provider. Default: 1500 ms.
+    pub first_audio_timeout_ms: u64,
+    /// Once audio flows, a gap this long between chunks ends the reply with
+    /// an error (the caller sends text). Default: 3000 ms.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            first_audio_timeout_ms: 1500,
+            stall_timeout_ms: 3000,
+        }
+    }
+}
+
+/// libespeak-ng in process.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EspeakConfig {
+    /// Speaking rate in words per minute (80 to 450). Default: 165, a little
+    /// slower than espeak's 175, which is easier to follow on a phone.
+    pub rate_wpm: u32,
+    /// espeak-ng voice per reply language, overriding the built-in choice
+    /// (en-us, es, it, pt-br, fr).
+    pub voices: HashMap<Language, String>,
+}
+
+impl Default for EspeakConfig {
+    fn default() -> Self {
+        Self {
+            rate_wpm: 165,
+            voices: HashMap::new(),
+        }
+    }
+}
+
+/// Audio format asked of an OpenAI-compatible server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenAiFormat {
+    /// Raw signed 16-bit little-endian mono at 24 kHz.
+    Pcm,
+    /// Ogg/Opus, decoded by [`crate::media`].
+    Opus,
+}
+
+/// `POST {base_url}/v1/audio/speech`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Default: `https://api.openai.com`; any server with the same API.
+    pub base_url: String,
+    /// Sent as a bearer token when set.
+    pub api_key: Option<String>,
+    /// Default: `gpt-4o-mini-tts`.
+    pub model: String,
+    /// Default: `alloy`.
+    pub voice: String,
+    /// Default: `pcm`.
+    pub format: OpenAiFormat,
+    /// Default: 2000 ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the response head or the next body chunk. Default:
+    /// 2000 ms.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com".into(),
+            api_key: None,
+            model: "gpt-4o-mini-tts".into(),
+            voice: "alloy".into(),
+            format: OpenAiFormat::Pcm,
+            connect_timeout_ms: 2000,
+            read_timeout_ms: 2000,
+        }
+    }
+}
+
+/// The ElevenLabs `stream-input` WebSocket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElevenLabsConfig {
+    /// Default: `wss://api.elevenlabs.io`.
+    pub base_url: String,
+    /// Sent as `xi_api_key` in the first message.
+    pub api_key: Option<String>,
+    /// Default: `21m00Tcm4TlvDq8ikWAM`, a stock voice.
+    pub voice_id: String,
+    /// Default: `eleven_flash_v2_5`, the low-latency multilingual model.
+    pub model_id: String,
+    /// 16000 or 24000: PCM output as `pcm_16000` or `pcm_24000`. Default:
+    /// 16000, what the encoder and Whisper use.
+    pub sample_rate: u32,
+    /// Default: 0.5.
+    pub stability: f32,
+    /// Default: 0.8.
+    pub similarity_boost: f32,
+    /// Default: 2000 ms.
+    pub connect_timeout_ms: u64,
+    /// With nothing received for this long while audio is awaited, the
+    /// socket is pinged. Default: 700 ms.
+    pub read_timeout_ms: u64,
+    /// A socket that sends nothing, not even a pong, for this long after a
+    /// ping is dead. Default: 500 ms.
+    pub ping_timeout_ms: u64,
+    /// Seconds the server keeps an idle socket (its `inactivity_timeout`);
+    /// a spare socket older than this is not reused. Default: 60.
+    pub inactivity_timeout_s: u64,
+}
+
+impl Default for ElevenLabsConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "wss://api.elevenlabs.io".into(),
+            api_key: None,
+            voice_id: "21m00Tcm4TlvDq8ikWAM".into(),
+            model_id: "eleven_flash_v2_5".into(),
+            sample_rate: 16_000,
+            stability: 0.5,
+            similarity_boost: 0.8,
+            connect_timeout_ms: 2000,
+            read_timeout_ms: 700,
+            ping_timeout_ms: 500,
+            inactivity_timeout_s: 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_section_overrides_the_defaults() {
+        let config: TtsConfig = toml::from_str(
+            r#"
+            providers = ["elevenlabs", "openai", "espeak"]
+            [fallback]
+            first_audio_timeout_ms = 800
+            [espeak]
+            voices = { pt = "pt", es = "es-419" }
+            [openai]
+            base_url = "http://127.0.0.1:8000"
+            format = "opus"
+            [elevenlabs]
+            sample_rate = 24000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.providers,
+            [
+                ProviderKind::Elevenlabs,
+                ProviderKind::Openai,
+                ProviderKind::Espeak
+            ]
+        );
+        assert_eq!(config.fallback.first_audio_timeout_ms, 800);
+        assert_eq!(config.fallback.stall_timeout_ms, 3000);
+        assert_eq!(config.espeak.voices[&Language::Es], "es-419");
+        assert_eq!(config.openai.format, OpenAiFormat::Opus);
+        assert_eq!(config.openai.model, "gpt-4o-mini-tts");
+        assert_eq!(config.elevenlabs.sample_rate, 24_000);
+        assert!(toml::from_str::<TtsConfig>("providers = [\"piper\"]").is_err());
+        assert!(toml::from_str::<TtsConfig>("[espeak]\nspeed = 3").is_err());
+    }
+
+    #[test]
+    fn the_default_chain_is_espeak_alone() {
+        let chain = crate::tts::from_config(&TtsConfig::default()).unwrap();
+        assert_eq!(chain.providers().collect::<Vec<_>>(), ["espeak"]);
+    }
+}

@@ -1,0 +1,220 @@
+//! Reply text in, speech out, as a stream.
+//!
+//! The dialog stage's tokens go through the [`aggregator`] (speakable
+//! chunks, cut as early as a sentence or a long first clause is complete)
+//! and [`speak`] (numbers, prices, dates and order numbers in words), then
+//! to a [`TextToSpeech`] provider, which sends PCM chunks on as it
+//! synthesises them:
+//!
+//! - [`espeak`]: libespeak-ng in process, the embedded default, no network;
+//! - [`openai`]: `POST {base}/v1/audio/speech`, the OpenAI-compatible HTTP
+//!   API, with a streamed body;
+//! - [`elevenlabs`]: the ElevenLabs `stream-input` WebSocket protocol;
+//! - [`fallback`]: a chain of the above; when every provider fails before
+//!   the first audio, the caller sends the reply as text.
+//!
+//! [`speak_reply`] is the voice side of a turn with its stages overlapping:
+//! dialog tokens → aggregator → provider → Ogg/Opus encoder, connected by
+//! bounded channels, so the note is finished shortly after the last token.
+//! [`voice_note`] does the same for a reply text that is already complete;
+//! [`from_config`] builds the provider chain from [`TtsConfig`].
+
+pub mod aggregator;
+pub mod config;
+pub mod elevenlabs;
+pub mod error;
+pub mod espeak;
+pub mod fallback;
+pub mod language;
+pub mod numbers;
+pub mod openai;
+pub mod speak;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use aggregator::{AggregatorConfig, SentenceAggregator};
+pub use config::{ProviderKind, TtsConfig};
+pub use error::TtsError;
+pub use language::Language;
+
+use crate::encode::{EncodeConfig, VoiceNote, VoiceNoteEncoder};
+
+/// Mono speech from a provider, full scale ±1.0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChunk {
+    pub sample_rate: u32,
+    pub samples: Vec<f32>,
+}
+
+impl AudioChunk {
+    /// From signed 16-bit samples, the format every provider here sends.
+    pub fn from_i16(sample_rate: u32, samples: &[i16]) -> Self {
+        Self {
+            sample_rate,
+            samples: samples.iter().map(|&s| f32::from(s) / 32_768.0).collect(),
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.sample_rate.max(1)))
+    }
+}
+
+/// What one reply is spoken as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeechRequest {
+    pub language: Language,
+}
+
+/// How a reply went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeechReport {
+    /// The provider that produced the audio.
+    pub provider: String,
+    /// From the first text chunk to the first audio chunk.
+    pub first_audio: Option<Duration>,
+    /// Length of the audio sent.
+    pub audio: Duration,
+}
+
+/// A text-to-speech provider.
+///
+/// `speak` reads text chunks until the channel closes, sends audio on
+/// `audio` as soon as it has some, and returns once all of it is sent. When
+/// `cancel` fires it stops quickly and returns [`TtsError::Cancelled`].
+/// Every chunk of one call has the same sample rate.
+#[async_trait]
+pub trait TextToSpeech: Send + Sync {
+    /// Name in traces and metrics ("espeak", "openai", ...).
+    fn name(&self) -> &str;
+
+    async fn speak(
+        &self,
+        request: &SpeechRequest,
+        text: mpsc::Receiver<String>,
+        audio: mpsc::Sender<AudioChunk>,
+        cancel: CancellationToken,
+    ) -> Result<SpeechReport, TtsError>;
+}
+
+/// Builds the provider chain the configuration asks for.
+pub fn from_config(config: &TtsConfig) -> Result<fallback::FallbackTts, TtsError> {
+    let mut providers: Vec<Arc<dyn TextToSpeech>> = Vec::new();
+    for kind in &config.providers {
+        providers.push(match kind {
+            ProviderKind::Espeak => Arc::new(espeak::EspeakTts::start(&config.espeak)?),
+            ProviderKind::Openai => Arc::new(openai::OpenAiTts::new(&config.openai)?),
+            ProviderKind::Elevenlabs => {
+                Arc::new(elevenlabs::ElevenLabsTts::new(&config.elevenlabs)?)
+            }
+        });
+    }
+    Ok(fallback::FallbackTts::new(
+        providers,
+        config.fallback.clone(),
+    ))
+}
+
+/// Speaks a whole reply text and encodes it as a voice note.
+pub async fn voice_note(
+    tts: &dyn TextToSpeech,
+    text: &str,
+    language: Language,
+    encode: &EncodeConfig,
+    cancel: CancellationToken,
+) -> Result<(VoiceNote, SpeechReport), TtsError> {
+    let (tokens_tx, tokens_rx) = mpsc::channel(1);
+    // The channel has room for the one message.
+    let _ = tokens_tx.try_send(text.to_string());
+    drop(tokens_tx);
+    speak_reply(tts, tokens_rx, language, encode, cancel).await
+}
+
+/// The voice side of a turn, with its stages overlapping: the dialog's
+/// tokens are cut into speakable chunks as they arrive, each chunk is
+/// synthesised while the next is still being written, and the audio is
+/// encoded as it comes out, so the note is finished shortly after the last
+/// token. On error the caller sends the reply as text.
+pub async fn speak_reply(
+    tts: &dyn TextToSpeech,
+    tokens: mpsc::Receiver<String>,
+    language: Language,
+    encode: &EncodeConfig,
+    cancel: CancellationToken,
+) -> Result<(VoiceNote, SpeechReport), TtsError> {
+    let (text_tx, text_rx) = mpsc::channel(8);
+    let chunking =
+        aggregator::speakable_chunks(tokens, text_tx, language, AggregatorConfig::default());
+
+    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioChunk>(32);
+    let request = SpeechRequest { language };
+    let speaking = tts.speak(&request, text_rx, audio_tx, cancel);
+
+    let encoding = async {
+        let mut encoder: Option<VoiceNoteEncoder> = None;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = audio_rx.recv().await {
+            let encoder = match &mut encoder {
+                Some(encoder) => encoder,
+                None => encoder.insert(VoiceNoteEncoder::new(chunk.sample_rate, encode)?),
+            };
+            bytes.extend(encoder.push(&chunk.samples)?);
+        }
+        Ok::<_, TtsError>((encoder, bytes))
+    };
+    let ((), report, encoded) = tokio::join!(chunking, speaking, encoding);
+    // An encoder error stops the provider with a closed channel, so it is
+    // the cause to report.
+    let (encoder, mut bytes) = encoded?;
+    let report = report?;
+    let encoder = encoder.ok_or(TtsError::NoAudio)?;
+    let (tail, info) = encoder.finish()?;
+    bytes.extend(tail);
+    Ok((VoiceNote { bytes, info }, report))
+}
+
+/// Tracks when audio started and how much went out, for a [`SpeechReport`].
+#[derive(Debug)]
+pub(crate) struct AudioClock {
+    text_at: Option<Instant>,
+    first_audio: Option<Duration>,
+    audio_secs: f64,
+}
+
+impl AudioClock {
+    pub(crate) fn new() -> Self {
+        Self {
+            text_at: None,
+            first_audio: None,
+            audio_secs: 0.0,
+        }
+    }
+
+    pub(crate) fn text(&mut self) {
+        self.text_at.get_or_insert_with(Instant::now);
+    }
+
+    pub(crate) fn audio(&mut self, chunk: &AudioChunk) {
+        if self.first_audio.is_none() {
+            self.first_audio = Some(self.text_at.map_or(Duration::ZERO, |t| t.elapsed()));
+        }
+        self.audio_secs += chunk.duration().as_secs_f64();
+    }
+
+    pub(crate) fn sent_audio(&self) -> bool {
+        self.first_audio.is_some()
+    }
+
+    pub(crate) fn report(&self, provider: &str) -> SpeechReport {
+        SpeechReport {
+            provider: provider.to_string(),
+            first_audio: self.first_audio,
+            audio: Duration::from_secs_f64(self.audio_secs),
+        }
+    }
+}
