@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::channel::whatsapp::{Secret, WhatsAppConfig};
+use crate::dialog::DialogConfig;
 use crate::media::MediaConfig;
 use crate::service::ServiceConfig;
 use crate::store::StoreConfig;
@@ -23,7 +24,7 @@ pub struct Config {
     /// `[stt]`: the speech-to-text model and its decoding.
     pub stt: SttConfig,
     /// `[dialog]`: intents, replies, sessions, the shop backend and the LLM.
-    pub dialog: crate::dialog::DialogConfig,
+    pub dialog: DialogConfig,
     /// `[whatsapp]`: the Cloud API credentials and the Graph API client.
     pub whatsapp: WhatsAppConfig,
     /// `[service]`: the HTTP listener, the worker pool and shutdown.
@@ -112,6 +113,18 @@ impl Config {
         Ok(())
     }
 
+    /// `[dialog]`, with its database defaulting to the store's file
+    /// (`<store.data_dir>/voxline.db`), so that one file beside the inbox
+    /// holds the sessions and the demo shop, and nothing is written to the
+    /// committed `data/` folder.
+    pub fn dialog(&self) -> DialogConfig {
+        let mut dialog = self.dialog.clone();
+        dialog
+            .database
+            .get_or_insert_with(|| self.store.data_dir.join(crate::store::sqlite::FILE_NAME));
+        dialog
+    }
+
     /// Reads the file (when given), applies the environment and checks that
     /// everything `voxline serve` needs is there and well formed.
     pub fn for_serve(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -191,6 +204,24 @@ mod tests {
             .unwrap();
         let err = config.whatsapp.validate().unwrap_err();
         assert!(err.to_string().contains("WHATSAPP_GRAPH_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_dialog_database_lives_with_the_store() {
+        let mut config: Config = toml::from_str("[store]\ndata_dir = \"/srv/vx\"\n").unwrap();
+        assert_eq!(
+            config.dialog().database_path(),
+            PathBuf::from("/srv/vx/voxline.db")
+        );
+        assert_eq!(config.service.reply, crate::service::ReplyProvider::Dialog);
+        config.dialog.database = Some(PathBuf::from("/elsewhere/dialog.db"));
+        assert_eq!(
+            config.dialog().database_path(),
+            PathBuf::from("/elsewhere/dialog.db")
+        );
+        let echo: Config = toml::from_str("[service]\nreply = \"echo\"\n").unwrap();
+        assert_eq!(echo.service.reply, crate::service::ReplyProvider::Echo);
+        assert!(toml::from_str::<Config>("[service]\nreply = \"parrot\"\n").is_err());
     }
 
     #[test]

@@ -144,11 +144,7 @@ fn main() -> ExitCode {
 fn dialog_config(config: &Config) -> Result<voxline::dialog::DialogConfig> {
     let mut config = config.clone();
     config.apply_env(|name| std::env::var(name).ok())?;
-    let mut dialog = config.dialog.clone();
-    dialog
-        .database
-        .get_or_insert_with(|| config.store.data_dir.join("voxline.db"));
-    Ok(dialog)
+    Ok(config.dialog())
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -1,8 +1,10 @@
 //! End to end with the real speech model: a signed voice-note webhook with a
 //! fixture note → the fake Graph API receives exactly one reply, to the
-//! right number, echoing the words of the note. Then the real `voxline serve`
-//! binary, killed with SIGKILL in the middle of a turn and restarted on the
-//! same data folder, answers the message once.
+//! right number, echoing the words of the note (`[service] reply = "echo"`).
+//! Then the real `voxline serve` binary with its default configuration (the
+//! dialog stage answers), killed with SIGKILL in the middle of a turn and
+//! restarted on the same data folder, answers the message once, with the
+//! order's status from the demo shop.
 //!
 //! Needs `models/ggml-tiny.en.bin` (`./x setup`).
 
@@ -35,7 +37,7 @@ fn words(text: &str) -> Vec<String> {
 async fn a_voice_note_delivered_three_times_is_answered_once_with_its_words() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = start(&config_for(&graph, dir.path()), tiny_en()).await;
+    let service = start(&echo_config_for(&graph, dir.path()), tiny_en()).await;
     graph.add_media(
         "1003383421387256",
         fixture("commerce/en/faq_opening_hours.ogg"),
@@ -172,7 +174,8 @@ async fn killed_mid_turn_and_restarted_answers_once() {
 
     let mut first = Server::start(&graph, &data, &log);
     first.wait_ready(&log).await;
-    let body = voice_note("wamid.KILL1", "15557654321", "media-kill");
+    // Maria, whose order 1842 is shipped in `data/catalogue.toml`.
+    let body = voice_note("wamid.KILL1", "15550001842", "media-kill");
     assert_eq!(deliver(&client(), first.addr(), &body).await, 200);
     graph.wait_for_downloads(1, Duration::from_secs(30)).await;
     first.child.kill().unwrap(); // SIGKILL
@@ -204,11 +207,14 @@ async fn killed_mid_turn_and_restarted_answers_once() {
 
     let sent = graph.sent();
     assert_eq!(sent.len(), 1, "{sent:?}\n{logs}");
-    assert_eq!(sent[0].to, "15557654321");
+    assert_eq!(sent[0].to, "15550001842");
+    // Heard by tiny.en, answered by the dialog stage from the demo shop.
     assert!(
-        words(sent[0].text.as_deref().unwrap())
-            .iter()
-            .any(|w| w == "order"),
+        sent[0]
+            .text
+            .as_deref()
+            .unwrap()
+            .starts_with("Order 1842 is on its way."),
         "{sent:?}"
     );
     assert!(logs.contains("resuming unfinished turns"), "{logs}");

@@ -46,7 +46,9 @@ async fn two_hundred_webhooks_in_a_second_are_acknowledged_fast_and_all_answered
         })
         .expect("models/ggml-tiny.en.bin is missing: run ./x setup"),
     );
-    let service = start(&config_for(&graph, dir.path()), stt).await;
+    // The echo answers: the dialog would rightly hand a customer asking
+    // "order question" three times over to a person and stop replying.
+    let service = start(&echo_config_for(&graph, dir.path()), stt).await;
     let notes = [
         "commerce/en/greeting_hello.ogg",
         "commerce/en/cart_view.ogg",

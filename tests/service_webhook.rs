@@ -1,7 +1,8 @@
 //! The webhook and the turn against a fake Graph API, in process, with a
 //! stand-in speech-to-text provider: what Meta gets back for each kind of
 //! request, what the customer receives, and what happens under Graph API
-//! faults.
+//! faults. Tests that check what was understood word for word answer with
+//! the echo (`[service] reply = "echo"`); the rest with the dialog stage.
 
 mod support;
 
@@ -112,7 +113,7 @@ async fn each_message_type_gets_its_reply() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
     let stt = FixedStt::new(" Where is my order?");
-    let service = start(&config_for(&graph, dir.path()), stt.clone()).await;
+    let service = start(&echo_config_for(&graph, dir.path()), stt.clone()).await;
     graph.add_media(
         "media-1",
         fixture("commerce/en/order_status_1842.ogg"),
@@ -255,7 +256,7 @@ async fn redelivered_webhooks_are_answered_once() {
 async fn a_customers_messages_are_answered_in_order() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = start(&config_for(&graph, dir.path()), FixedStt::new("x")).await;
+    let service = start(&echo_config_for(&graph, dir.path()), FixedStt::new("x")).await;
     let c = client();
     for i in 0..6 {
         let body = text(
@@ -279,7 +280,7 @@ async fn download_faults_are_retried_until_the_note_is_heard() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
     let stt = FixedStt::new("Cancel order 2210.");
-    let service = start(&config_for(&graph, dir.path()), stt.clone()).await;
+    let service = start(&echo_config_for(&graph, dir.path()), stt.clone()).await;
     graph.add_media(
         "media-3",
         fixture("commerce/en/cancel_order_2210.ogg"),
@@ -368,18 +369,6 @@ async fn send_errors_are_retried_or_recorded_by_class() {
     assert!(turn.dead_letter);
     assert_eq!(graph.sent().len(), 1);
     service.stop().await.unwrap();
-}
-
-async fn wait_final(store: &voxline::store::sqlite::SqliteStore, id: &str) -> voxline::store::Turn {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let turn = store.turn(id).await.unwrap();
-        if turn.state.is_final() {
-            return turn;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{id} not finished");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -486,7 +475,7 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
 async fn shutdown_past_its_deadline_leaves_the_turn_for_the_next_start() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&graph, dir.path());
+    let mut config = echo_config_for(&graph, dir.path());
     config.service.shutdown_grace_ms = 200;
     let stt = FixedStt::new("Add two to my cart.");
     let service = start(&config, stt.clone()).await;

@@ -56,12 +56,16 @@ impl Default for DialogConfig {
 }
 
 impl DialogConfig {
-    /// [`Self::database`], or `data/voxline.db` (the store's default) when
-    /// nobody set it.
+    /// [`Self::database`], or `var/voxline.db` (the store's file in its
+    /// default folder) when nobody set it. The service and the commands fill
+    /// it from `[store] data_dir` ([`crate::config::Config::dialog`]); never
+    /// `data/`, which holds the operator's committed files.
     pub fn database_path(&self) -> PathBuf {
-        self.database
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data/voxline.db"))
+        self.database.clone().unwrap_or_else(|| {
+            crate::store::StoreConfig::default()
+                .data_dir
+                .join(crate::store::sqlite::FILE_NAME)
+        })
     }
 }
 

@@ -2,11 +2,13 @@
 //! turn's timing [`trace::Trace`] and its recorded progress.
 //!
 //! A service turn ([`turn::run_turn`]) is: [`fetch`] (download and decode
-//! overlapped) → speech to text → [`reply`] → send. The dialog and
-//! voice-reply stages plug in as [`reply::Respond`] providers and a filled
-//! [`reply::Reply::voice`]. [`transcribe_note`] is the offline path for a
-//! note already in memory, used by the command line.
+//! overlapped) → speech to text → [`reply`] → send. The dialog stage plugs
+//! in as a [`reply::Respond`] provider ([`dialog::DialogRespond`]) and the
+//! voice-reply stage as a filled [`reply::Reply::voice`].
+//! [`transcribe_note`] is the offline path for a note already in memory,
+//! used by the command line.
 
+pub mod dialog;
 pub mod fetch;
 pub mod reply;
 pub mod trace;
@@ -52,7 +54,10 @@ pub fn transcribe_note(
     let mut trace = Trace::start();
     let note = media::load(bytes, media_config)?;
     trace.record_span(Stage::Decode, note.timings.decode);
-    trace.record_span(Stage::Resample, note.timings.resample + note.timings.prepare);
+    trace.record_span(
+        Stage::Resample,
+        note.timings.resample + note.timings.prepare,
+    );
 
     let transcript = match note.outcome {
         SpeechOutcome::NoSpeech => None,

@@ -1,10 +1,10 @@
 //! The reply stage: what the customer said in, the reply to send out.
 //!
-//! [`Respond`] is the stage's interface. Until the dialog stage lands, the
-//! provider is [`Echo`], which says back what was understood, so a customer
-//! (and a tester) can tell at once whether the note was heard right. The
-//! dialog stage is a second implementation, and the voice-reply stage fills
-//! [`Reply::voice`]; neither changes the turn.
+//! [`Respond`] is the stage's interface, with two providers picked by
+//! `[service] reply`: the dialog stage ([`super::dialog::DialogRespond`], the
+//! default) and [`Echo`], which says back what was understood, so a tester
+//! can tell at once whether the note was heard right. The voice-reply stage
+//! fills [`Reply::voice`]; neither changes the turn.
 
 use bytes::Bytes;
 
@@ -46,6 +46,10 @@ impl Said {
 }
 
 /// What goes back to the customer.
+///
+/// A reply with no text and no voice note is [silent](Self::is_silent): the
+/// turn sends nothing. The store keeps only the text, so an empty stored
+/// reply means the same after a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub text: String,
@@ -61,12 +65,31 @@ impl Reply {
             voice: None,
         }
     }
+
+    /// Nothing is sent: the customer opted out, or a person has the
+    /// conversation.
+    pub fn silent() -> Self {
+        Self::text("")
+    }
+
+    pub fn is_silent(&self) -> bool {
+        self.voice.is_none() && self.text.trim().is_empty()
+    }
 }
 
 /// A reply provider.
 #[async_trait::async_trait]
 pub trait Respond: Send + Sync {
     async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply;
+}
+
+/// What a customer is told when the message itself could not be used,
+/// whichever provider answers the rest.
+pub mod notices {
+    pub const SILENCE: &str = "I couldn't hear anything in your voice note. Could you record it again, a little closer to the phone?";
+    pub const UNPLAYABLE: &str =
+        "Sorry, I couldn't play your voice note. Could you send it again, or type your message?";
+    pub const UNSUPPORTED: &str = "Sorry, I can only answer voice notes and text messages for now. Could you send a voice note or type your message?";
 }
 
 /// Says back what was understood.
@@ -77,11 +100,11 @@ impl Respond for Echo {
     async fn respond(&self, _message: &InboundMessage, said: &Said) -> Reply {
         Reply::text(match said {
             Said::Speech(t) => format!("I heard: \u{201c}{}\u{201d}", t.text.trim()),
-            Said::Silence => "I couldn't hear anything in your voice note. Could you record it again, a little closer to the phone?".into(),
-            Said::Unplayable { .. } => "Sorry, I couldn't play your voice note. Could you send it again, or type your message?".into(),
+            Said::Silence => notices::SILENCE.into(),
+            Said::Unplayable { .. } => notices::UNPLAYABLE.into(),
             Said::Text(body) => format!("You wrote: \u{201c}{}\u{201d}", body.trim()),
             Said::Choice { title, .. } => format!("You chose: {title}"),
-            Said::Unsupported { .. } => "Sorry, I can only answer voice notes and text messages for now. Could you send a voice note or type your message?".into(),
+            Said::Unsupported { .. } => notices::UNSUPPORTED.into(),
         })
     }
 }

@@ -7,7 +7,10 @@
 //! Progress is written after each: `fetching` when the download starts,
 //! `transcribed` with the transcript and the composed reply (a restart from
 //! here sends the stored reply without fetching or transcribing again), and
-//! `replied` with the channel's message id.
+//! `replied` with the channel's message id. A [silent](Reply::is_silent)
+//! reply (STOP, a person has the conversation) is stored as an empty text
+//! and ends the turn in `silent` without calling the channel; an empty
+//! stored reply found on resume is silent too.
 //!
 //! # The one window for a duplicate reply
 //!
@@ -59,6 +62,8 @@ pub enum TurnOutcome {
     Replied {
         reply_id: String,
     },
+    /// The reply was silent: nothing was sent.
+    Silent,
     /// Nothing to do: the turn was already finished.
     AlreadyFinished(TurnState),
     Failed {
@@ -115,6 +120,16 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
                 reply
             }
         };
+        if reply.is_silent() {
+            ctx.queue
+                .advance(&message.id, Progress::NothingToSend)
+                .await?;
+            tracing::info!(
+                turn_ms = format!("{:.0}", trace.total_ms()),
+                "turn finished without a reply"
+            );
+            return Ok(TurnOutcome::Silent);
+        }
 
         let started = Instant::now();
         let sent = send(ctx.channel.as_ref(), &message.from, &reply).await;
@@ -169,7 +184,7 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
                 stages = stages.join(" "),
                 "turn failed"
             ),
-            TurnOutcome::AlreadyFinished(_) => {}
+            TurnOutcome::Silent | TurnOutcome::AlreadyFinished(_) => {}
         }
         Ok(outcome)
     }

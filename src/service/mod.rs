@@ -1,7 +1,8 @@
 //! `voxline serve`: the long-running service.
 //!
 //! Start-up checks the configuration, opens the store, loads the speech
-//! model, resumes every unfinished turn, then listens. The router has the
+//! model, opens the reply provider (`[service] reply`: the dialog stage, or
+//! the echo), resumes every unfinished turn, then listens. The router has the
 //! channel's webhook (which writes the inbox and hands new messages to the
 //! [`workers`]), `GET /healthz` (the process is up) and `GET /readyz` (the
 //! model is loaded and the store takes writes). SIGTERM or Ctrl-C stops
@@ -27,6 +28,9 @@ use crate::channel::whatsapp::webhook::{self, WebhookState};
 use crate::channel::whatsapp::GraphClient;
 use crate::channel::{Channel, ChannelError};
 use crate::config::{Config, ConfigError};
+use crate::dialog::stage::DialogError;
+use crate::dialog::DialogStage;
+use crate::pipeline::dialog::DialogRespond;
 use crate::pipeline::reply::{Echo, Respond};
 use crate::pipeline::turn::TurnContext;
 use crate::store::sqlite::SqliteStore;
@@ -48,6 +52,19 @@ pub struct ServiceConfig {
     pub stt_concurrency: usize,
     /// How long SIGTERM waits for turns in flight. Default 20 000 ms.
     pub shutdown_grace_ms: u64,
+    /// Who answers: `"dialog"` (default), the dialog stage configured in
+    /// `[dialog]`; or `"echo"`, which says back what it understood (for
+    /// trying the channel and the speech model without a shop).
+    pub reply: ReplyProvider,
+}
+
+/// `[service] reply`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyProvider {
+    #[default]
+    Dialog,
+    Echo,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +74,7 @@ impl Default for ServiceConfig {
             workers: 16,
             stt_concurrency: 1,
             shutdown_grace_ms: 20_000,
+            reply: ReplyProvider::Dialog,
         }
     }
 }
@@ -71,6 +89,8 @@ pub enum ServeError {
     Stt(#[from] SttError),
     #[error("cannot set up the Graph API client: {0}")]
     Channel(#[from] ChannelError),
+    #[error("cannot open the dialog stage: {0}")]
+    Dialog(Box<DialogError>),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -102,7 +122,16 @@ impl Service {
         let credentials = config.whatsapp.validate()?;
         let store = SqliteStore::open(&config.store)?;
         let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
-        let respond: Arc<dyn Respond> = Arc::new(Echo);
+        let respond: Arc<dyn Respond> = match config.service.reply {
+            ReplyProvider::Dialog => {
+                let stage = DialogStage::open(config.dialog())
+                    .await
+                    .map_err(|e| ServeError::Dialog(Box::new(e)))?;
+                Arc::new(DialogRespond::new(stage))
+            }
+            ReplyProvider::Echo => Arc::new(Echo),
+        };
+        tracing::info!(reply = ?config.service.reply, "reply provider ready");
         let model = stt.name().to_string();
         let ctx = Arc::new(TurnContext {
             channel,

@@ -45,8 +45,8 @@ pub enum Synchronous {
 }
 
 /// Where a message's turn stands. A turn moves forward only:
-/// received → fetching → transcribed → replied, or to failed from any state
-/// before replied.
+/// received → fetching → transcribed → replied (or silent), or to failed
+/// from any state before those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TurnState {
@@ -59,6 +59,9 @@ pub enum TurnState {
     Transcribed,
     /// The channel accepted the reply. Final.
     Replied,
+    /// Finished without sending anything: the reply was silent (the
+    /// customer sent STOP, or a person has the conversation). Final.
+    Silent,
     /// Given up, with a reason. Final.
     Failed,
 }
@@ -70,6 +73,7 @@ impl TurnState {
             Self::Fetching => "fetching",
             Self::Transcribed => "transcribed",
             Self::Replied => "replied",
+            Self::Silent => "silent",
             Self::Failed => "failed",
         }
     }
@@ -80,13 +84,14 @@ impl TurnState {
             "fetching" => Self::Fetching,
             "transcribed" => Self::Transcribed,
             "replied" => Self::Replied,
+            "silent" => Self::Silent,
             "failed" => Self::Failed,
             _ => return None,
         })
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Replied | Self::Failed)
+        matches!(self, Self::Replied | Self::Silent | Self::Failed)
     }
 }
 
@@ -121,6 +126,8 @@ pub enum Progress<'a> {
     ReplyAccepted {
         reply_id: &'a str,
     },
+    /// The reply was silent: nothing was sent, and nothing will be.
+    NothingToSend,
     Failed {
         reason: &'a str,
         dead_letter: bool,

@@ -352,7 +352,7 @@ impl Queue for SqliteStore {
         self.with(|c| {
             let mut stmt = c
                 .prepare(&format!(
-                    "SELECT {TURN_COLUMNS} FROM messages WHERE state NOT IN ('replied', 'failed') ORDER BY seq"
+                    "SELECT {TURN_COLUMNS} FROM messages WHERE state NOT IN ('replied', 'silent', 'failed') ORDER BY seq"
                 ))
                 .map_err(db)?;
             let rows = stmt
@@ -403,6 +403,7 @@ impl Queue for SqliteStore {
                 None,
                 false,
             ),
+            Progress::NothingToSend => (TurnState::Silent, None, None, None, None, false),
             Progress::Failed {
                 reason,
                 dead_letter,
@@ -426,7 +427,7 @@ impl Queue for SqliteStore {
                         failure = COALESCE(?6, failure),
                         dead_letter = ?7,
                         updated_at = ?8
-                     WHERE wamid = ?1 AND state NOT IN ('replied', 'failed')",
+                     WHERE wamid = ?1 AND state NOT IN ('replied', 'silent', 'failed')",
                     params![
                         id,
                         state.name(),

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use voxline::channel::whatsapp::webhook::sign;
 use voxline::config::Config;
-use voxline::service::Service;
+use voxline::service::{ReplyProvider, Service};
+use voxline::store::sqlite::SqliteStore;
+use voxline::store::{Queue, Turn};
 use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript, Window};
 
 use fake_graph::FakeGraph;
@@ -45,7 +47,9 @@ pub fn env_for(graph: &FakeGraph, data_dir: &Path) -> Vec<(&'static str, String)
     ]
 }
 
-/// A configuration for an in-process service with quick retries.
+/// A configuration for an in-process service with quick retries, answered
+/// by the dialog stage (the default) with the committed `data/` folder and
+/// its database in `data_dir`.
 pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
     let env = env_for(graph, data_dir);
     let mut config = Config::default();
@@ -56,7 +60,29 @@ pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
     config.whatsapp.backoff_max_ms = 100;
     config.whatsapp.pair_rate_wait_ms = 50;
     config.service.shutdown_grace_ms = 5_000;
+    config.dialog.data_dir = crate_dir().join("data");
     config
+}
+
+/// [`config_for`], answered by the echo: for tests of delivery mechanics
+/// that check what was understood, word for word.
+pub fn echo_config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
+    let mut config = config_for(graph, data_dir);
+    config.service.reply = ReplyProvider::Echo;
+    config
+}
+
+/// Waits until the turn of `id` is final (replied, silent or failed).
+pub async fn wait_final(store: &SqliteStore, id: &str) -> Turn {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let turn = store.turn(id).await.unwrap();
+        if turn.state.is_final() {
+            return turn;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} not finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub async fn start(config: &Config, stt: Arc<dyn SpeechToText>) -> Service {

@@ -1,0 +1,168 @@
+//! The dialog stage as a [`Respond`] provider: what the customer said goes
+//! in as a [`dialog::Message`], the dialog's whole reply comes out as the
+//! turn's [`Reply`].
+//!
+//! A message that could not be used (silence, an unplayable note, a type
+//! voxline does not answer) never reaches the dialog; the customer gets the
+//! same notice as from [`super::reply::Echo`], unless they sent STOP or a
+//! person has the conversation. A dialog reply with
+//! [`Delivery::None`] becomes a [silent](Reply::silent) reply: the turn sends
+//! nothing. Until the voice-reply stage is in the turn, a reply meant to be
+//! spoken goes out as text.
+
+use super::reply::{notices, Reply, Respond, Said};
+use crate::channel::InboundMessage;
+use crate::dialog::{self, Delivery, Dialog, DialogStage};
+
+/// Told when the dialog produced nothing to say although it meant to.
+const UNANSWERED: &str = "Sorry, I couldn't answer that just now. Could you try again in a moment?";
+
+/// Answers with the dialog stage.
+pub struct DialogRespond {
+    stage: DialogStage,
+}
+
+impl DialogRespond {
+    pub fn new(stage: DialogStage) -> Self {
+        Self { stage }
+    }
+
+    /// A notice about the message itself, or nothing for a customer the bot
+    /// must not write to.
+    fn notice(&self, from: &str, text: &str) -> Reply {
+        match self.stage.sessions().load(from) {
+            Ok(s) if s.opted_out.is_some() || s.handoff.is_some() => Reply::silent(),
+            Ok(_) => Reply::text(text),
+            Err(e) => {
+                // The dialog itself answers without a session in this case.
+                tracing::error!(error = %e, "session unavailable; sending the notice");
+                Reply::text(text)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Respond for DialogRespond {
+    async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply {
+        let (id, from) = (message.id.as_str(), message.from.as_str());
+        let asked = match said {
+            Said::Speech(t) => {
+                dialog::Message::voice(id, from, t.text.trim(), &t.language, t.confidence)
+            }
+            Said::Text(body) => dialog::Message::text(id, from, body),
+            // The dialog reads words; the title is what the customer tapped.
+            Said::Choice { id: choice, title } => {
+                let words = if title.trim().is_empty() {
+                    choice
+                } else {
+                    title
+                };
+                dialog::Message::text(id, from, words)
+            }
+            Said::Silence => return self.notice(from, notices::SILENCE),
+            Said::Unplayable { .. } => return self.notice(from, notices::UNPLAYABLE),
+            Said::Unsupported { .. } => return self.notice(from, notices::UNSUPPORTED),
+        };
+        let (text, outcome) = Dialog::respond(&self.stage, asked).collect().await;
+        let Some(outcome) = outcome else {
+            tracing::error!("the dialog stopped without an outcome");
+            return Reply::text(UNANSWERED);
+        };
+        tracing::info!(
+            intent = %outcome.intent,
+            confidence = outcome.confidence,
+            fast_path = outcome.fast_path,
+            delivery = ?outcome.delivery,
+            "dialog answered"
+        );
+        match outcome.delivery {
+            Delivery::None => Reply::silent(),
+            Delivery::Voice | Delivery::Text if text.trim().is_empty() => {
+                tracing::warn!(intent = %outcome.intent, "the dialog's reply is empty");
+                Reply::text(UNANSWERED)
+            }
+            Delivery::Voice | Delivery::Text => Reply::text(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Content;
+    use crate::dialog::calendar::Date;
+    use crate::dialog::stage::{bundled_data, open_in_memory};
+    use crate::dialog::DialogConfig;
+    use crate::stt::{Transcript, Window};
+
+    async fn provider() -> DialogRespond {
+        let config = DialogConfig {
+            data_dir: bundled_data(),
+            ..DialogConfig::default()
+        };
+        DialogRespond::new(open_in_memory(config, Date::today(0)).await.unwrap())
+    }
+
+    fn inbound(id: &str, from: &str) -> InboundMessage {
+        InboundMessage {
+            id: id.into(),
+            from: from.into(),
+            to: "106540352242922".into(),
+            timestamp: 1_744_344_496,
+            profile_name: None,
+            content: Content::Text {
+                body: String::new(),
+            },
+        }
+    }
+
+    fn text(s: &str) -> Said {
+        Said::Text(s.into())
+    }
+
+    #[tokio::test]
+    async fn an_order_question_is_answered_from_the_shop() {
+        let p = provider().await;
+        let said = Said::Speech(Transcript {
+            language: "en".into(),
+            text: " Where is my order 1842?".into(),
+            segments: Vec::new(),
+            confidence: 0.9,
+            no_speech_probability: 0.0,
+            window: Window::Full,
+        });
+        let reply = p.respond(&inbound("w1", "15550001842"), &said).await;
+        assert!(reply.text.contains("1842"), "{reply:?}");
+        assert!(reply.text.contains("on its way"), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn after_stop_nothing_is_sent_not_even_a_notice() {
+        let p = provider().await;
+        let from = "15550001842";
+        let ack = p.respond(&inbound("w1", from), &text("STOP")).await;
+        assert!(ack.text.contains("won't get any more messages"), "{ack:?}");
+        assert!(!ack.is_silent());
+        for said in [text("where is my order 1842"), Said::Silence] {
+            let reply = p.respond(&inbound("w2", from), &said).await;
+            assert!(reply.is_silent(), "{said:?}: {reply:?}");
+        }
+        // Someone else still gets the notice.
+        let other = p
+            .respond(&inbound("w3", "15550000001"), &Said::Silence)
+            .await;
+        assert_eq!(other, Reply::text(notices::SILENCE));
+    }
+
+    #[tokio::test]
+    async fn a_choice_is_read_by_its_title() {
+        let p = provider().await;
+        let said = Said::Choice {
+            id: "x-1".into(),
+            title: "Where is my order 1842?".into(),
+        };
+        let reply = p.respond(&inbound("w1", "15550001842"), &said).await;
+        assert!(reply.text.contains("on its way"), "{reply:?}");
+    }
+}
