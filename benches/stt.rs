@@ -8,7 +8,9 @@
 
 use std::path::PathBuf;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use voxline::fixtures::{Condition, Fixture, Form, Manifest};
 use voxline::media::{self, MediaConfig};
 use voxline::stt::whisper::WhisperStt;
@@ -43,7 +45,11 @@ fn clips(m: &Manifest) -> Vec<(String, Vec<f32>)> {
         .map(|f| {
             let bytes = std::fs::read(m.path_of(f)).expect("fixture");
             let note = media::load(&bytes, &MediaConfig::default()).expect("decodes");
-            let name = f.file.replace('/', "_").trim_end_matches(".ogg").to_string();
+            let name = f
+                .file
+                .replace('/', "_")
+                .trim_end_matches(".ogg")
+                .to_string();
             let raw: Vec<u8> = note.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
             std::fs::write(out.join(format!("{name}.f32")), raw).expect("write pcm");
             let meta = serde_json::json!({ "file": m.path_of(f), "text": f.text });
@@ -73,7 +79,11 @@ fn stt(c: &mut Criterion) {
         ("f16-full", model("tiny.en", false)),
     ];
     let mut group = c.benchmark_group("stt_tiny_en");
+    // a transcription takes 0.1 to 2 s: ten equal samples of one call each
     group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
     for (name, samples) in &clips {
         for (variant, stt) in &variants {
             let long = samples.len() > 16_000 * 30;
@@ -81,7 +91,10 @@ fn stt(c: &mut Criterion) {
                 continue;
             }
             group.bench_with_input(BenchmarkId::new(*variant, name), samples, |b, s| {
-                b.iter(|| stt.transcribe(s, &TranscribeOptions::default()).expect("stt"))
+                b.iter(|| {
+                    stt.transcribe(s, &TranscribeOptions::default())
+                        .expect("stt")
+                })
             });
         }
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use voxline::fixtures::{word_edits, normalise_words, Condition, Fixture, Manifest, Source};
+use voxline::fixtures::{normalise_words, word_edits, Condition, Fixture, Manifest, Source};
 use voxline::media::{self, MediaConfig, SpeechOutcome};
 use voxline::pipeline;
 use voxline::stt::whisper::WhisperStt;
@@ -27,7 +27,8 @@ fn stt(model: &str, tweak: impl FnOnce(&mut SttConfig)) -> WhisperStt {
 
 fn tiny() -> Arc<WhisperStt> {
     static TINY: OnceLock<Arc<WhisperStt>> = OnceLock::new();
-    TINY.get_or_init(|| Arc::new(stt("tiny.en", |_| {}))).clone()
+    TINY.get_or_init(|| Arc::new(stt("tiny.en", |_| {})))
+        .clone()
 }
 
 fn manifest() -> Manifest {
@@ -36,7 +37,9 @@ fn manifest() -> Manifest {
 
 fn speech_of(m: &Manifest, f: &Fixture) -> Vec<f32> {
     let bytes = std::fs::read(m.path_of(f)).unwrap();
-    media::load(&bytes, &MediaConfig::default()).unwrap().samples
+    media::load(&bytes, &MediaConfig::default())
+        .unwrap()
+        .samples
 }
 
 fn clean_english(m: &Manifest) -> Vec<&Fixture> {
@@ -71,7 +74,11 @@ impl Score {
 fn tiny_en_transcribes_clean_english_fixtures_within_10_percent_wer() {
     let m = manifest();
     let fixtures = clean_english(&m);
-    assert!(fixtures.len() >= 10, "only {} clean English fixtures", fixtures.len());
+    assert!(
+        fixtures.len() >= 10,
+        "only {} clean English fixtures",
+        fixtures.len()
+    );
     let stt = tiny();
     let mut score = Score::new();
     for f in &fixtures {
@@ -79,12 +86,21 @@ fn tiny_en_transcribes_clean_english_fixtures_within_10_percent_wer() {
             .transcribe(&speech_of(&m, f), &TranscribeOptions::default())
             .unwrap();
         assert_eq!(t.language, "en");
-        assert!(t.confidence > 0.0 && t.confidence <= 1.0, "{}: {}", f.file, t.confidence);
+        assert!(
+            t.confidence > 0.0 && t.confidence <= 1.0,
+            "{}: {}",
+            f.file,
+            t.confidence
+        );
         assert!(!t.segments.is_empty(), "{}", f.file);
         println!("{:<45} {:?} | {}", f.file, t.window, t.text);
         score.add(&f.text, &t.text);
     }
-    println!("tiny.en WER on {} clean English notes: {:.3}", fixtures.len(), score.wer());
+    println!(
+        "tiny.en WER on {} clean English notes: {:.3}",
+        fixtures.len(),
+        score.wer()
+    );
     assert!(score.wer() <= 0.10, "WER {:.3}", score.wer());
 }
 
@@ -97,8 +113,12 @@ fn fitted_window_is_as_accurate_as_the_full_window() {
     let mut fitted_used = 0;
     for f in m.fixtures.iter().filter(|f| f.language == "en") {
         let speech = speech_of(&m, f);
-        let a = fitted.transcribe(&speech, &TranscribeOptions::default()).unwrap();
-        let b = full.transcribe(&speech, &TranscribeOptions::default()).unwrap();
+        let a = fitted
+            .transcribe(&speech, &TranscribeOptions::default())
+            .unwrap();
+        let b = full
+            .transcribe(&speech, &TranscribeOptions::default())
+            .unwrap();
         assert_eq!(b.window, Window::Full);
         if matches!(a.window, Window::Fitted { .. }) {
             fitted_used += 1;
@@ -161,10 +181,24 @@ fn q8_0_weights_stay_close_to_f16() {
     let (mut s_q8, mut s_f16) = (Score::new(), Score::new());
     for f in clean_english(&m) {
         let speech = speech_of(&m, f);
-        s_q8.add(&f.text, &q8.transcribe(&speech, &TranscribeOptions::default()).unwrap().text);
-        s_f16.add(&f.text, &f16.transcribe(&speech, &TranscribeOptions::default()).unwrap().text);
+        s_q8.add(
+            &f.text,
+            &q8.transcribe(&speech, &TranscribeOptions::default())
+                .unwrap()
+                .text,
+        );
+        s_f16.add(
+            &f.text,
+            &f16.transcribe(&speech, &TranscribeOptions::default())
+                .unwrap()
+                .text,
+        );
     }
-    println!("clean English WER: q8_0 {:.3}, f16 {:.3}", s_q8.wer(), s_f16.wer());
+    println!(
+        "clean English WER: q8_0 {:.3}, f16 {:.3}",
+        s_q8.wer(),
+        s_f16.wer()
+    );
     assert!(s_q8.wer() <= s_f16.wer() + 0.03);
 }
 
@@ -189,7 +223,10 @@ fn base_detects_and_transcribes_other_languages() {
         score.add(&f.text, &t.text);
         println!("{} → {} | {}", f.file, t.language, t.text);
     }
-    println!("base: language detected {detected}/{total}, WER {:.3}", score.wer());
+    println!(
+        "base: language detected {detected}/{total}, WER {:.3}",
+        score.wer()
+    );
     assert!(total >= 8);
     assert!(detected * 10 >= total * 8, "{detected}/{total}");
     assert!(score.wer() <= 0.5, "WER {:.3}", score.wer());
@@ -198,7 +235,12 @@ fn base_detects_and_transcribes_other_languages() {
 #[test]
 fn english_only_model_refuses_other_languages() {
     let err = tiny()
-        .transcribe(&[0.1; 16_000], &TranscribeOptions { language: Some("es".into()) })
+        .transcribe(
+            &[0.1; 16_000],
+            &TranscribeOptions {
+                language: Some("es".into()),
+            },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("English-only"), "{err}");
 }
@@ -209,11 +251,18 @@ fn one_model_serves_concurrent_workers() {
     let f = clean_english(&m)[0].clone();
     let speech = Arc::new(speech_of(&m, &f));
     let stt = tiny();
-    let alone = stt.transcribe(&speech, &TranscribeOptions::default()).unwrap().text;
+    let alone = stt
+        .transcribe(&speech, &TranscribeOptions::default())
+        .unwrap()
+        .text;
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let (stt, speech) = (stt.clone(), speech.clone());
-            std::thread::spawn(move || stt.transcribe(&speech, &TranscribeOptions::default()).unwrap().text)
+            std::thread::spawn(move || {
+                stt.transcribe(&speech, &TranscribeOptions::default())
+                    .unwrap()
+                    .text
+            })
         })
         .collect();
     for h in handles {
@@ -226,15 +275,29 @@ fn a_silent_note_is_no_speech_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("silence.ogg");
     let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-t",
+            "3",
+        ])
         .args(["-c:a", "libopus", "-b:a", "24k"])
         .arg(&path)
         .status()
         .expect("ffmpeg");
     assert!(status.success());
     let bytes = std::fs::read(&path).unwrap();
-    let r = pipeline::transcribe_note(&bytes, &MediaConfig::default(), &*tiny(), &TranscribeOptions::default())
-        .unwrap();
+    let r = pipeline::transcribe_note(
+        &bytes,
+        &MediaConfig::default(),
+        &*tiny(),
+        &TranscribeOptions::default(),
+    )
+    .unwrap();
     assert!(r.transcript.is_none());
     let note = media::load(&bytes, &MediaConfig::default()).unwrap();
     assert!(matches!(note.outcome, SpeechOutcome::NoSpeech));
@@ -251,5 +314,8 @@ fn the_model_path_can_be_any_ggml_file() {
         ..SttConfig::default()
     });
     let err = missing.err().expect("missing model must fail").to_string();
-    assert!(err.contains("no-such-model") && err.contains("fetch"), "{err}");
+    assert!(
+        err.contains("no-such-model") && err.contains("fetch"),
+        "{err}"
+    );
 }

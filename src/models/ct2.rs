@@ -109,7 +109,9 @@ pub enum Ct2Error {
     Version(u32),
     #[error("variable {name}: unknown data type id {id}")]
     DType { name: String, id: u8 },
-    #[error("variable {name}: shape {shape:?} of {dtype:?} needs {expected} bytes, file says {actual}")]
+    #[error(
+        "variable {name}: shape {shape:?} of {dtype:?} needs {expected} bytes, file says {actual}"
+    )]
     Size {
         name: String,
         shape: Vec<usize>,
@@ -301,6 +303,9 @@ pub(crate) mod tests {
             Ct2Model::parse(&bytes),
             Err(Ct2Error::Size { .. })
         ));
-        assert!(matches!(Ct2Model::parse(&[]), Err(Ct2Error::Truncated { .. })));
+        assert!(matches!(
+            Ct2Model::parse(&[]),
+            Err(Ct2Error::Truncated { .. })
+        ));
     }
 }

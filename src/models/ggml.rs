@@ -99,7 +99,8 @@ struct Tensor {
 }
 
 fn var<'m, 'a>(m: &'m Ct2Model<'a>, name: &str) -> Result<&'m Variable<'a>, GgmlError> {
-    m.get(name).ok_or_else(|| GgmlError::Missing(name.to_string()))
+    m.get(name)
+        .ok_or_else(|| GgmlError::Missing(name.to_string()))
 }
 
 fn shape_2d(m: &Ct2Model, name: &str) -> Result<(usize, usize), GgmlError> {
@@ -267,7 +268,10 @@ fn map_tensors(m: &Ct2Model, hp: &HyperParams) -> Result<Vec<Tensor>, GgmlError>
     t.linear("encoder/conv2", "encoder.conv2")?;
     for i in 0..hp.n_audio_layer {
         let (f, b) = (format!("encoder/layer_{i}"), format!("encoder.blocks.{i}"));
-        t.norm(&format!("{f}/self_attention/layer_norm"), &format!("{b}.attn_ln"))?;
+        t.norm(
+            &format!("{f}/self_attention/layer_norm"),
+            &format!("{b}.attn_ln"),
+        )?;
         t.split(
             &format!("{f}/self_attention/linear_0"),
             &[
@@ -276,7 +280,10 @@ fn map_tensors(m: &Ct2Model, hp: &HyperParams) -> Result<Vec<Tensor>, GgmlError>
                 (&format!("{b}.attn.value"), true),
             ],
         )?;
-        t.linear(&format!("{f}/self_attention/linear_1"), &format!("{b}.attn.out"))?;
+        t.linear(
+            &format!("{f}/self_attention/linear_1"),
+            &format!("{b}.attn.out"),
+        )?;
         t.norm(&format!("{f}/ffn/layer_norm"), &format!("{b}.mlp_ln"))?;
         t.linear(&format!("{f}/ffn/linear_0"), &format!("{b}.mlp.0"))?;
         t.linear(&format!("{f}/ffn/linear_1"), &format!("{b}.mlp.2"))?;
@@ -287,10 +294,16 @@ fn map_tensors(m: &Ct2Model, hp: &HyperParams) -> Result<Vec<Tensor>, GgmlError>
         "decoder/position_encodings/encodings",
         "decoder.positional_embedding",
     )?;
-    t.copy("decoder/embeddings/weight", "decoder.token_embedding.weight")?;
+    t.copy(
+        "decoder/embeddings/weight",
+        "decoder.token_embedding.weight",
+    )?;
     for i in 0..hp.n_text_layer {
         let (f, b) = (format!("decoder/layer_{i}"), format!("decoder.blocks.{i}"));
-        t.norm(&format!("{f}/self_attention/layer_norm"), &format!("{b}.attn_ln"))?;
+        t.norm(
+            &format!("{f}/self_attention/layer_norm"),
+            &format!("{b}.attn_ln"),
+        )?;
         t.split(
             &format!("{f}/self_attention/linear_0"),
             &[
@@ -299,9 +312,18 @@ fn map_tensors(m: &Ct2Model, hp: &HyperParams) -> Result<Vec<Tensor>, GgmlError>
                 (&format!("{b}.attn.value"), true),
             ],
         )?;
-        t.linear(&format!("{f}/self_attention/linear_1"), &format!("{b}.attn.out"))?;
-        t.norm(&format!("{f}/attention/layer_norm"), &format!("{b}.cross_attn_ln"))?;
-        t.linear(&format!("{f}/attention/linear_0"), &format!("{b}.cross_attn.query"))?;
+        t.linear(
+            &format!("{f}/self_attention/linear_1"),
+            &format!("{b}.attn.out"),
+        )?;
+        t.norm(
+            &format!("{f}/attention/layer_norm"),
+            &format!("{b}.cross_attn_ln"),
+        )?;
+        t.linear(
+            &format!("{f}/attention/linear_0"),
+            &format!("{b}.cross_attn.query"),
+        )?;
         t.split(
             &format!("{f}/attention/linear_1"),
             &[
@@ -309,7 +331,10 @@ fn map_tensors(m: &Ct2Model, hp: &HyperParams) -> Result<Vec<Tensor>, GgmlError>
                 (&format!("{b}.cross_attn.value"), true),
             ],
         )?;
-        t.linear(&format!("{f}/attention/linear_2"), &format!("{b}.cross_attn.out"))?;
+        t.linear(
+            &format!("{f}/attention/linear_2"),
+            &format!("{b}.cross_attn.out"),
+        )?;
         t.norm(&format!("{f}/ffn/layer_norm"), &format!("{b}.mlp_ln"))?;
         t.linear(&format!("{f}/ffn/linear_0"), &format!("{b}.mlp.0"))?;
         t.linear(&format!("{f}/ffn/linear_1"), &format!("{b}.mlp.2"))?;

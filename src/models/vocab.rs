@@ -26,9 +26,7 @@ fn char_to_byte(c: char) -> Option<u8> {
         return Some(code as u8);
     }
     let offset = code.checked_sub(256)? as usize;
-    (0u8..=255)
-        .filter(|&b| !is_printable_byte(b))
-        .nth(offset)
+    (0u8..=255).filter(|&b| !is_printable_byte(b)).nth(offset)
 }
 
 /// Decodes one byte-level BPE token into its bytes.
@@ -71,6 +69,9 @@ mod tests {
         let v = "!\nĠthe\n<|endoftext|>\n<|startoftranscript|>\n";
         let t = regular_tokens(v).unwrap();
         assert_eq!(t, vec![b"!".to_vec(), b" the".to_vec()]);
-        assert!(matches!(regular_tokens("a\nb\n"), Err(VocabError::NoEndOfText)));
+        assert!(matches!(
+            regular_tokens("a\nb\n"),
+            Err(VocabError::NoEndOfText)
+        ));
     }
 }

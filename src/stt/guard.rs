@@ -89,12 +89,7 @@ fn allowed_repeats(n: usize) -> usize {
 /// audio it came from. (Segment end times are no signal: Whisper stamps the
 /// last segment up to the end of the window, which lies past the speech by
 /// design.)
-pub fn check(
-    text: &str,
-    tokens: &[i32],
-    audio_ms: u64,
-    limits: Limits,
-) -> Result<(), Rejection> {
+pub fn check(text: &str, tokens: &[i32], audio_ms: u64, limits: Limits) -> Result<(), Rejection> {
     // short texts compress badly whatever they say; the ratio means little
     // below Whisper's own 100-character floor
     let ratio = compression_ratio(text);

@@ -18,9 +18,7 @@ use whisper_rs::{
 };
 
 use super::guard::{self, Limits};
-use super::{
-    Segment, SpeechToText, SttConfig, SttError, TranscribeOptions, Transcript, Window,
-};
+use super::{Segment, SpeechToText, SttConfig, SttError, TranscribeOptions, Transcript, Window};
 use crate::models;
 
 const SAMPLE_RATE: usize = 16_000;
@@ -51,18 +49,20 @@ struct Pass {
 impl WhisperStt {
     /// Loads the configured model.
     pub fn load(config: &SttConfig) -> Result<Self, SttError> {
-        let dir = config.models_dir.clone().unwrap_or_else(models::default_dir);
+        let dir = config
+            .models_dir
+            .clone()
+            .unwrap_or_else(models::default_dir);
         let path = models::resolve(&config.model, &dir)?;
         whisper_rs::install_logging_hooks();
         let mut params = WhisperContextParameters::default();
         params.use_gpu(config.gpu && cfg!(feature = "cuda"));
         let path_str = path.to_string_lossy().into_owned();
-        let ctx = WhisperContext::new_with_params(&path_str, params).map_err(|e| {
-            SttError::Load {
+        let ctx =
+            WhisperContext::new_with_params(&path_str, params).map_err(|e| SttError::Load {
                 path: path_str.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().trim_start_matches("ggml-").to_string())
@@ -186,7 +186,9 @@ impl WhisperStt {
                 .to_string();
             let (mut n, mut lp) = (0usize, 0f64);
             for t in 0..seg.n_tokens() {
-                let Some(tok) = seg.get_token(t) else { continue };
+                let Some(tok) = seg.get_token(t) else {
+                    continue;
+                };
                 let id = tok.token_id();
                 if id >= eot {
                     continue; // timestamps and other special tokens
@@ -205,7 +207,11 @@ impl WhisperStt {
                 start_ms: seg.start_timestamp().max(0) as u64 * 10,
                 end_ms: seg.end_timestamp().max(0) as u64 * 10,
                 text,
-                confidence: if n == 0 { 0.0 } else { (lp / n as f64).exp() as f32 },
+                confidence: if n == 0 {
+                    0.0
+                } else {
+                    (lp / n as f64).exp() as f32
+                },
             });
         }
         Ok(pass)
@@ -276,7 +282,8 @@ impl SpeechToText for WhisperStt {
         } else {
             pass.log_prob_sum / pass.tokens.len() as f64
         };
-        let confidence = (mean_lp.exp() as f32 * (1.0 - pass.no_speech_probability)).clamp(0.0, 1.0);
+        let confidence =
+            (mean_lp.exp() as f32 * (1.0 - pass.no_speech_probability)).clamp(0.0, 1.0);
         Ok(Transcript {
             language: pass.language,
             text: pass.text,
