@@ -56,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// Environment variables that override the file, and the key each replaces.
-pub const ENV_OVERRIDES: [(&str, &str); 7] = [
+pub const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("WHATSAPP_ACCESS_TOKEN", "whatsapp.access_token"),
     ("WHATSAPP_APP_SECRET", "whatsapp.app_secret"),
     ("WHATSAPP_VERIFY_TOKEN", "whatsapp.verify_token"),
@@ -64,6 +64,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 7] = [
     ("WHATSAPP_GRAPH_URL", "whatsapp.graph_url"),
     ("VOXLINE_ADDR", "service.addr"),
     ("VOXLINE_DATA_DIR", "store.data_dir"),
+    ("VOXLINE_OPERATOR_TOKEN", "service.operator_token"),
 ];
 
 impl Config {
@@ -109,6 +110,9 @@ impl Config {
         }
         if let Some(v) = get("VOXLINE_DATA_DIR") {
             self.store.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("VOXLINE_OPERATOR_TOKEN") {
+            self.service.operator_token = Some(Secret::new(v));
         }
         Ok(())
     }

@@ -136,3 +136,55 @@ async fn a_silent_reply_stored_before_a_crash_stays_silent() {
     assert_eq!(turn.state, TurnState::Silent);
     assert!(graph.sent().is_empty(), "{:?}", graph.sent());
 }
+
+#[tokio::test]
+async fn operators_see_a_handoff_and_release_it_over_http() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&graph, dir.path());
+    config.service.operator_token = Some(voxline::channel::whatsapp::Secret::new("op-token-123"));
+    let service = start(&config, FixedStt::new("x")).await;
+    let c = client();
+    let base = format!("http://{}/operator/handoffs", service.addr());
+
+    let ask = text("wamid.HUMAN1", MARIA, "I want to talk to a person");
+    assert_eq!(deliver(&c, service.addr(), &ask).await, 200);
+    wait_final(service.store(), "wamid.HUMAN1").await;
+
+    let unauthorised = c.get(&base).send().await.unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    let wrong = c.get(&base).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let list: serde_json::Value = c
+        .get(&base)
+        .bearer_auth("op-token-123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting = list.as_array().expect("a list of hand-offs");
+    assert_eq!(waiting.len(), 1, "{list}");
+    assert!(list.to_string().contains(MARIA), "{list}");
+
+    let released = c
+        .post(format!("{base}/{MARIA}/release"))
+        .bearer_auth("op-token-123")
+        .send()
+        .await
+        .unwrap();
+    assert!(released.status().is_success(), "{}", released.status());
+    let after: serde_json::Value = c
+        .get(&base)
+        .bearer_auth("op-token-123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(after.as_array().map(Vec::len), Some(0), "{after}");
+}

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::whatsapp::webhook::{self, WebhookState};
-use crate::channel::whatsapp::GraphClient;
+use crate::channel::whatsapp::{GraphClient, Secret};
 use crate::channel::{Channel, ChannelError};
 use crate::config::{Config, ConfigError};
 use crate::dialog::stage::DialogError;
@@ -56,6 +56,10 @@ pub struct ServiceConfig {
     /// `[dialog]`; or `"echo"`, which says back what it understood (for
     /// trying the channel and the speech model without a shop).
     pub reply: ReplyProvider,
+    /// Bearer token for the operators' hand-off endpoints
+    /// (`GET /operator/handoffs`, `POST /operator/handoffs/{number}/release`).
+    /// `VOXLINE_OPERATOR_TOKEN`. Default none: the endpoints answer 404.
+    pub operator_token: Option<Secret>,
 }
 
 /// `[service] reply`.
@@ -75,6 +79,7 @@ impl Default for ServiceConfig {
             stt_concurrency: 1,
             shutdown_grace_ms: 20_000,
             reply: ReplyProvider::Dialog,
+            operator_token: None,
         }
     }
 }
@@ -122,11 +127,17 @@ impl Service {
         let credentials = config.whatsapp.validate()?;
         let store = SqliteStore::open(&config.store)?;
         let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
+        let mut operator = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
                 let stage = DialogStage::open(config.dialog())
                     .await
                     .map_err(|e| ServeError::Dialog(Box::new(e)))?;
+                let token = config.service.operator_token.as_ref();
+                operator = Some(crate::dialog::operator::router(
+                    stage.sessions().clone(),
+                    token.map(|t| t.expose().to_string()),
+                ));
                 Arc::new(DialogRespond::new(stage))
             }
             ReplyProvider::Echo => Arc::new(Echo),
@@ -175,7 +186,8 @@ impl Service {
                 store: Arc::new(store.clone()),
                 model,
             })
-            .merge(webhook);
+            .merge(webhook)
+            .merge(operator.unwrap_or_default());
 
         let addr = config.service.addr;
         let listener = tokio::net::TcpListener::bind(addr)
