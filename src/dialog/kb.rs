@@ -1,14 +1,16 @@
 //! The knowledge base: the business's FAQ and policy files
 //! (`data/kb/<lang>/*.md`), split into passages at `#` headings and
-//! searched locally with BM25 over folded, prefix-stemmed words.
+//! ranked with the `bm25` crate, one index per language, over folded,
+//! prefix-stemmed words.
 //!
-//! A small index of our own: the corpus is a few dozen passages per
-//! language, and folding plus 5-character prefixes handles the Romance
-//! plurals and accents ("devoluciones" finds "devolución") without a
-//! stemmer per language.
+//! Folding plus 5-character prefixes handles the Romance plurals and
+//! accents ("devoluciones" finds "devolución") without a stemmer per
+//! language, so the crate gets our tokenizer rather than its own.
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use bm25::{SearchEngine, SearchEngineBuilder, Tokenizer};
 
 use super::intent::text::{fold, words};
 
@@ -17,15 +19,12 @@ pub struct Passage {
     pub language: String,
     pub title: String,
     pub text: String,
-    terms: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-struct Index {
-    passages: Vec<usize>,
-    df: HashMap<String, usize>,
-    avg_len: f32,
-}
+/// One language's passages, keyed by their position in
+/// `KnowledgeBase::passages`; 64-bit term hashes keep collisions out of a
+/// corpus this size.
+type Index = SearchEngine<usize, u64, Terms>;
 
 #[derive(Debug, Default)]
 pub struct KnowledgeBase {
@@ -40,15 +39,18 @@ const STOP: &[&str] = &[
     "da", "do", "dos", "das", "um", "uma", "e", "em", "no", "na", "voces",
 ];
 
-fn terms(text: &str) -> Vec<String> {
-    words(&fold(text))
-        .filter(|w| !STOP.contains(w))
-        .map(|w| w.chars().take(5).collect())
-        .collect()
-}
+/// Folded words without stop words, cut to 5-character prefixes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Terms;
 
-const K1: f32 = 1.2;
-const B: f32 = 0.75;
+impl Tokenizer for Terms {
+    fn tokenize(&self, text: &str) -> Vec<String> {
+        words(&fold(text))
+            .filter(|w| !STOP.contains(w))
+            .map(|w| w.chars().take(5).collect())
+            .collect()
+    }
+}
 
 impl KnowledgeBase {
     /// Reads `dir/<lang>/*.md`. A missing folder is an empty knowledge base.
@@ -89,7 +91,6 @@ impl KnowledgeBase {
                 passages.push(Passage {
                     language: lang.to_string(),
                     title: title.to_string(),
-                    terms: terms(&format!("{title} {title} {text}")),
                     text,
                 });
             }
@@ -108,25 +109,22 @@ impl KnowledgeBase {
     }
 
     fn reindex(&mut self) {
-        self.indexes.clear();
+        let mut by_lang: HashMap<&str, Vec<bm25::Document<usize>>> = HashMap::new();
         for (i, p) in self.passages.iter().enumerate() {
-            let idx = self.indexes.entry(p.language.clone()).or_default();
-            idx.passages.push(i);
-            let mut seen: Vec<&String> = p.terms.iter().collect();
-            seen.sort();
-            seen.dedup();
-            for t in seen {
-                *idx.df.entry(t.clone()).or_default() += 1;
-            }
+            // The title twice: a heading is the best summary of its passage.
+            let indexed = format!("{t} {t} {}", p.text, t = p.title);
+            by_lang
+                .entry(&p.language)
+                .or_default()
+                .push(bm25::Document::new(i, indexed));
         }
-        for idx in self.indexes.values_mut() {
-            let total: usize = idx
-                .passages
-                .iter()
-                .map(|&i| self.passages[i].terms.len())
-                .sum();
-            idx.avg_len = total as f32 / idx.passages.len().max(1) as f32;
-        }
+        self.indexes = by_lang
+            .into_iter()
+            .map(|(lang, docs)| {
+                let index = SearchEngineBuilder::with_tokenizer_and_documents(Terms, docs).build();
+                (lang.to_string(), index)
+            })
+            .collect();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,34 +137,19 @@ impl KnowledgeBase {
         let Some(idx) = self.indexes.get(lang).or_else(|| self.indexes.get("en")) else {
             return Vec::new();
         };
-        let q = terms(query);
-        let n = idx.passages.len() as f32;
-        let mut scored: Vec<(&Passage, f32)> = idx
-            .passages
-            .iter()
-            .map(|&i| {
-                let p = &self.passages[i];
-                let len = p.terms.len() as f32;
-                let score = q
-                    .iter()
-                    .map(|t| {
-                        let tf = p.terms.iter().filter(|x| *x == t).count() as f32;
-                        if tf == 0.0 {
-                            return 0.0;
-                        }
-                        let df = idx.df.get(t).copied().unwrap_or(0) as f32;
-                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-                        idf * tf * (K1 + 1.0)
-                            / (tf + K1 * (1.0 - B + B * len / idx.avg_len.max(1.0)))
-                    })
-                    .sum();
-                (p, score)
-            })
+        // All matches, then our own cut: the crate leaves the order of equal
+        // scores open, and ties go to the passage that comes first in the files.
+        let mut hits: Vec<(usize, f32)> = idx
+            .search(query, None)
+            .into_iter()
+            .map(|r| (r.document.id, r.score))
             .filter(|(_, s)| *s > 0.0)
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(k);
-        scored
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits.into_iter()
+            .map(|(i, s)| (&self.passages[i], s))
+            .collect()
     }
 }
 
