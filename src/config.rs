@@ -11,10 +11,12 @@ use serde::Deserialize;
 
 use crate::channel::whatsapp::{Secret, WhatsAppConfig};
 use crate::dialog::DialogConfig;
+use crate::encode::EncodeConfig;
 use crate::media::MediaConfig;
 use crate::service::ServiceConfig;
 use crate::store::StoreConfig;
 use crate::stt::SttConfig;
+use crate::tts::TtsConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +27,12 @@ pub struct Config {
     pub stt: SttConfig,
     /// `[dialog]`: intents, replies, sessions, the shop backend and the LLM.
     pub dialog: DialogConfig,
+    /// `[tts]`: the speech providers for voice replies, in fallback order
+    /// (default: espeak-ng in process, no network), and `budget_ms`, after
+    /// which a voice reply goes out as text.
+    pub tts: TtsConfig,
+    /// `[encode]`: how a voice reply is packed into an Ogg/Opus voice note.
+    pub encode: EncodeConfig,
     /// `[whatsapp]`: the Cloud API credentials and the Graph API client.
     pub whatsapp: WhatsAppConfig,
     /// `[service]`: the HTTP listener, the worker pool and shutdown.
@@ -226,6 +234,23 @@ mod tests {
         let echo: Config = toml::from_str("[service]\nreply = \"echo\"\n").unwrap();
         assert_eq!(echo.service.reply, crate::service::ReplyProvider::Echo);
         assert!(toml::from_str::<Config>("[service]\nreply = \"parrot\"\n").is_err());
+    }
+
+    #[test]
+    fn voice_replies_default_to_local_espeak() {
+        let config = Config::default();
+        assert_eq!(config.tts.providers, [crate::tts::ProviderKind::Espeak]);
+        assert_eq!(config.tts.budget_ms, 5000);
+        assert_eq!(config.encode, EncodeConfig::default());
+        let config: Config = toml::from_str(
+            "[tts]\nproviders = [\"openai\", \"espeak\"]\nbudget_ms = 3000\n[tts.openai]\nbase_url = \"http://127.0.0.1:8000\"\n[encode]\nbitrate_bps = 16000\n",
+        )
+        .unwrap();
+        assert_eq!(config.tts.budget_ms, 3000);
+        assert_eq!(config.tts.openai.base_url, "http://127.0.0.1:8000");
+        assert_eq!(config.encode.bitrate_bps, 16_000);
+        assert_eq!(config.encode.page_ms, 1000);
+        assert!(toml::from_str::<Config>("[tts]\nbudget = 1\n").is_err());
     }
 
     #[test]

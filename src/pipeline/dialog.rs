@@ -7,8 +7,9 @@
 //! same notice as from [`super::reply::Echo`], unless they sent STOP or a
 //! person has the conversation. A dialog reply with
 //! [`Delivery::None`] becomes a [silent](Reply::silent) reply: the turn sends
-//! nothing. Until the voice-reply stage is in the turn, a reply meant to be
-//! spoken goes out as text.
+//! nothing. A reply with [`Delivery::Voice`] is marked
+//! [spoken](Reply::spoken); making the voice note is the voice-reply
+//! stage's job ([`super::voice::VoiceReply`]), not this module's.
 
 use super::reply::{notices, Reply, Respond, Said};
 use crate::channel::InboundMessage;
@@ -82,7 +83,8 @@ impl Respond for DialogRespond {
                 tracing::warn!(intent = %outcome.intent, "the dialog's reply is empty");
                 Reply::text(UNANSWERED)
             }
-            Delivery::Voice | Delivery::Text => Reply::text(text),
+            Delivery::Voice => Reply::spoken(text),
+            Delivery::Text => Reply::text(text),
         }
     }
 }
@@ -135,6 +137,15 @@ mod tests {
         let reply = p.respond(&inbound("w1", "15550001842"), &said).await;
         assert!(reply.text.contains("1842"), "{reply:?}");
         assert!(reply.text.contains("on its way"), "{reply:?}");
+        assert!(reply.spoken, "a voice note is answered by voice: {reply:?}");
+        assert!(reply.voice.is_none(), "the dialog makes no audio");
+        let typed = p
+            .respond(
+                &inbound("w2", "15550001842"),
+                &text("where is my order 1842"),
+            )
+            .await;
+        assert!(!typed.spoken, "{typed:?}");
     }
 
     #[tokio::test]

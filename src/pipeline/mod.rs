@@ -3,8 +3,9 @@
 //!
 //! A service turn ([`turn::run_turn`]) is: [`fetch`] (download and decode
 //! overlapped) → speech to text → [`reply`] → send. The dialog stage plugs
-//! in as a [`reply::Respond`] provider ([`dialog::DialogRespond`]) and the
-//! voice-reply stage as a filled [`reply::Reply::voice`].
+//! in as a [`reply::Respond`] provider ([`dialog::DialogRespond`]); the
+//! voice-reply stage ([`voice::VoiceReply`]) wraps it, speaking the replies
+//! meant to be spoken into [`reply::Reply::voice`] within a budget.
 //! [`transcribe_note`] is the offline path for a note already in memory,
 //! used by the command line.
 
@@ -13,6 +14,7 @@ pub mod fetch;
 pub mod reply;
 pub mod trace;
 pub mod turn;
+pub mod voice;
 
 use std::time::Instant;
 

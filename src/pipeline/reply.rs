@@ -3,8 +3,10 @@
 //! [`Respond`] is the stage's interface, with two providers picked by
 //! `[service] reply`: the dialog stage ([`super::dialog::DialogRespond`], the
 //! default) and [`Echo`], which says back what was understood, so a tester
-//! can tell at once whether the note was heard right. The voice-reply stage
-//! fills [`Reply::voice`]; neither changes the turn.
+//! can tell at once whether the note was heard right. A provider marks a
+//! reply it wants [spoken](Reply::spoken); the voice-reply stage
+//! ([`super::voice::VoiceReply`], wrapped around the provider) then fills
+//! [`Reply::voice`]. Neither changes the turn.
 
 use bytes::Bytes;
 
@@ -53,6 +55,9 @@ impl Said {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub text: String,
+    /// The provider wants the text spoken: the customer sent a voice note
+    /// and the dialog chose a voice reply.
+    pub spoken: bool,
     /// An Ogg/Opus voice note to send instead of the text, once a
     /// voice-reply stage makes one.
     pub voice: Option<Bytes>,
@@ -62,7 +67,17 @@ impl Reply {
     pub fn text(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
+            spoken: false,
             voice: None,
+        }
+    }
+
+    /// A text the voice-reply stage should speak; it goes out as text when
+    /// no voice note can be made.
+    pub fn spoken(text: impl Into<String>) -> Self {
+        Self {
+            spoken: true,
+            ..Self::text(text)
         }
     }
 

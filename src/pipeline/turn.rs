@@ -10,7 +10,9 @@
 //! `replied` with the channel's message id. A [silent](Reply::is_silent)
 //! reply (STOP, a person has the conversation) is stored as an empty text
 //! and ends the turn in `silent` without calling the channel; an empty
-//! stored reply found on resume is silent too.
+//! stored reply found on resume is silent too. The store keeps only the
+//! reply's text, not its voice note: a turn resumed from `transcribed`
+//! sends that text, even when the reply would have been spoken.
 //!
 //! # The one window for a duplicate reply
 //!
@@ -97,7 +99,8 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
         }
         let reply = match (turn.state, &turn.reply_text) {
             (TurnState::Transcribed, Some(text)) => {
-                tracing::info!("resuming: sending the stored reply");
+                // The voice note was not stored: the text is the reply.
+                tracing::info!("resuming: sending the stored reply as text");
                 Reply::text(text.clone())
             }
             _ => {

@@ -1,7 +1,8 @@
 //! `voxline serve`: the long-running service.
 //!
 //! Start-up checks the configuration, opens the store, loads the speech
-//! model, opens the reply provider (`[service] reply`: the dialog stage, or
+//! model, opens the reply provider (`[service] reply`: the dialog stage,
+//! whose replies to voice notes are spoken with `[tts]` and `[encode]`, or
 //! the echo), resumes every unfinished turn, then listens. The router has the
 //! channel's webhook (which writes the inbox and hands new messages to the
 //! [`workers`]), `GET /healthz` (the process is up) and `GET /readyz` (the
@@ -33,9 +34,11 @@ use crate::dialog::DialogStage;
 use crate::pipeline::dialog::DialogRespond;
 use crate::pipeline::reply::{Echo, Respond};
 use crate::pipeline::turn::TurnContext;
+use crate::pipeline::voice::VoiceReply;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Queue, Store, StoreError};
 use crate::stt::{SpeechToText, SttError};
+use crate::tts::TtsError;
 use workers::Workers;
 
 /// `[service]` in `voxline.toml`.
@@ -96,6 +99,8 @@ pub enum ServeError {
     Channel(#[from] ChannelError),
     #[error("cannot open the dialog stage: {0}")]
     Dialog(Box<DialogError>),
+    #[error("cannot set up text to speech: {0}")]
+    Tts(#[from] TtsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -138,7 +143,13 @@ impl Service {
                     stage.sessions().clone(),
                     token.map(|t| t.expose().to_string()),
                 ));
-                Arc::new(DialogRespond::new(stage))
+                let tts = Arc::new(crate::tts::from_config(&config.tts)?);
+                Arc::new(VoiceReply::new(
+                    Arc::new(DialogRespond::new(stage)),
+                    tts,
+                    config.encode.clone(),
+                    Duration::from_millis(config.tts.budget_ms),
+                ))
             }
             ReplyProvider::Echo => Arc::new(Echo),
         };

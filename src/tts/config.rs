@@ -21,6 +21,10 @@ pub enum ProviderKind {
 pub struct TtsConfig {
     /// Providers in fallback order. Default: `["espeak"]`.
     pub providers: Vec<ProviderKind>,
+    /// Longest a turn waits for its spoken reply (synthesis and encoding of
+    /// the whole note) before it sends the reply as text instead. Default:
+    /// 5000 ms.
+    pub budget_ms: u64,
     pub fallback: FallbackConfig,
     pub espeak: EspeakConfig,
     pub openai: OpenAiConfig,
@@ -31,6 +35,7 @@ impl Default for TtsConfig {
     fn default() -> Self {
         Self {
             providers: vec![ProviderKind::Espeak],
+            budget_ms: 5000,
             fallback: FallbackConfig::default(),
             espeak: EspeakConfig::default(),
             openai: OpenAiConfig::default(),
@@ -206,6 +211,7 @@ mod tests {
             ]
         );
         assert_eq!(config.fallback.first_audio_timeout_ms, 800);
+        assert_eq!(config.budget_ms, 5000);
         assert_eq!(config.fallback.stall_timeout_ms, 3000);
         assert_eq!(config.espeak.voices[&Language::Es], "es-419");
         assert_eq!(config.openai.format, OpenAiFormat::Opus);

@@ -33,6 +33,8 @@ pub struct Sent {
     pub kind: String,
     pub text: Option<String>,
     pub voice: bool,
+    /// The uploaded file an `audio` message sent.
+    pub audio: Option<Bytes>,
 }
 
 /// Faults to inject; counters apply to the next N calls of that kind.
@@ -320,9 +322,9 @@ async fn messages(
         return graph_error(StatusCode::BAD_REQUEST, 100, "to is required");
     }
     let kind = v["type"].as_str().unwrap_or_default().to_string();
-    let (text, voice) = match kind.as_str() {
+    let (text, voice, audio) = match kind.as_str() {
         "text" => match v["text"]["body"].as_str() {
-            Some(b) if !b.trim().is_empty() => (Some(b.to_string()), false),
+            Some(b) if !b.trim().is_empty() => (Some(b.to_string()), false, None),
             _ => return graph_error(StatusCode::BAD_REQUEST, 100, "text.body is required"),
         },
         "audio" => {
@@ -332,7 +334,10 @@ async fn messages(
             if !known {
                 return graph_error(StatusCode::BAD_REQUEST, 131_053, "Media upload error");
             }
-            (None, v["audio"]["voice"] == true)
+            let file = inner
+                .uploads
+                .get(v["audio"]["id"].as_str().unwrap_or_default());
+            (None, v["audio"]["voice"] == true, file.cloned())
         }
         _ => return graph_error(StatusCode::BAD_REQUEST, 100, "Unsupported message type"),
     };
@@ -343,6 +348,7 @@ async fn messages(
         kind,
         text,
         voice,
+        audio,
     });
     let n = inner.sent.len();
     drop(inner);

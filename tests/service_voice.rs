@@ -1,0 +1,102 @@
+//! Voice replies in the service, answered by the dialog stage: a customer's
+//! voice note is answered with one voice note (espeak-ng, the default
+//! `[tts]`), which decodes to speech of a plausible length; with TTS
+//! configured to an HTTP provider that cannot be reached, the same question
+//! is answered with the text. Typed messages keep getting text
+//! (`service_dialog.rs`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_graph::FakeGraph;
+use support::*;
+use voxline::media::{self, MediaConfig, SpeechOutcome};
+use voxline::store::TurnState;
+use voxline::tts::ProviderKind;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Maria, who placed order 1842 (shipped), in `data/catalogue.toml`.
+const MARIA: &str = "15550001842";
+
+fn order_question() -> std::sync::Arc<FixedStt> {
+    FixedStt::new(" Where is my order 1842?")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_note_is_answered_with_one_voice_note() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start(&config_for(&graph, dir.path()), order_question()).await;
+    graph.add_media(
+        "media-order",
+        fixture("commerce/en/order_status_1842.ogg"),
+        "audio/ogg; codecs=opus",
+    );
+    let body = voice_note("wamid.VOICE1", MARIA, "media-order");
+    assert_eq!(deliver(&client(), service.addr(), &body).await, 200);
+
+    graph.wait_for_sends(1, WAIT).await;
+    let turn = wait_final(service.store(), "wamid.VOICE1").await;
+    service.stop().await.unwrap();
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, MARIA);
+    assert_eq!(sent[0].kind, "audio");
+    assert!(sent[0].voice, "sent as a voice note: {sent:?}");
+    assert_eq!(turn.state, TurnState::Replied);
+    // The text stays the stored reply, for a resume and for the logs.
+    let text = turn.reply_text.unwrap();
+    assert!(text.starts_with("Order 1842 is on its way."), "{text}");
+
+    let note = sent[0].audio.as_deref().expect("the uploaded note");
+    assert!(note.len() < 512 * 1024, "{} bytes", note.len());
+    let heard = media::load(note, &MediaConfig::default()).unwrap();
+    assert_eq!(heard.outcome, SpeechOutcome::Speech);
+    // Two sentences or so at espeak's 165 words a minute.
+    assert!(
+        (1_500..30_000).contains(&heard.source_ms),
+        "{} ms of audio",
+        heard.source_ms
+    );
+    let rms = (heard.samples.iter().map(|s| s * s).sum::<f32>()
+        / heard.samples.len().max(1) as f32)
+        .sqrt();
+    assert!(rms > 0.01, "silent note: rms {rms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tts_unreachable_the_reply_goes_out_as_text() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&graph, dir.path());
+    // Nothing listens there: the connection is refused.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port();
+    drop(unused);
+    config.tts.providers = vec![ProviderKind::Openai];
+    config.tts.openai.base_url = format!("http://127.0.0.1:{port}");
+    config.tts.openai.api_key = Some("sk-test".into());
+    config.tts.budget_ms = 3000;
+    let service = start(&config, order_question()).await;
+    graph.add_media(
+        "media-order",
+        fixture("commerce/en/order_status_1842.ogg"),
+        "audio/ogg; codecs=opus",
+    );
+    let body = voice_note("wamid.VOICE2", MARIA, "media-order");
+    let started = std::time::Instant::now();
+    assert_eq!(deliver(&client(), service.addr(), &body).await, 200);
+
+    graph.wait_for_sends(1, WAIT).await;
+    let elapsed = started.elapsed();
+    service.stop().await.unwrap();
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, MARIA);
+    assert_eq!(sent[0].kind, "text");
+    let text = sent[0].text.as_deref().unwrap();
+    assert!(text.starts_with("Order 1842 is on its way."), "{text}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
