@@ -79,6 +79,18 @@ enum Command {
         #[arg(long)]
         from: String,
     },
+    /// One turn of the whole pipeline on a local audio file, offline: decode,
+    /// resample, STT, dialog, TTS, encode. Writes the reply voice note.
+    Reply {
+        file: PathBuf,
+        /// The customer's WhatsApp number (sessions and orders are per number).
+        #[arg(long, default_value = "15550001842")]
+        from: String,
+        #[arg(long, default_value = "reply.ogg")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Conversations handed to a person.
     Handoff {
         #[command(subcommand)]
@@ -186,6 +198,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Reply {
+            file,
+            from,
+            out,
+            json,
+        } => reply(&config, &file, &from, &out, json),
         Command::Transcribe {
             files,
             model,
@@ -412,5 +430,114 @@ fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
         let stt = WhisperStt::load(&stt_config)?;
         Ok(std::sync::Arc::new(stt) as std::sync::Arc<dyn SpeechToText>)
     }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct ReplyJson {
+    transcript: String,
+    language: String,
+    intent: String,
+    reply_text: String,
+    reply_audio: Option<String>,
+    reply_bytes: usize,
+    timings_ms: ReplyTimings,
+    turn_ms: f64,
+}
+
+#[derive(Serialize)]
+struct ReplyTimings {
+    decode: f64,
+    resample: f64,
+    stt: f64,
+    dialog: f64,
+    /// TTS and Ogg/Opus encoding, which overlap.
+    tts_encode: f64,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    round2(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// `voxline reply`: one offline turn, stage by stage, with its timings.
+fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Result<ExitCode> {
+    use voxline::dialog::{Delivery, DialogStage, Message};
+    use voxline::tts::{self, Language};
+
+    let stt = load_stt(&config.stt, None)?;
+    let dialog_config = dialog_config(config)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let turn = std::time::Instant::now();
+    let note =
+        pipeline::transcribe_note(&bytes, &config.media, &stt, &TranscribeOptions::default())?;
+    let Some(transcript) = note.transcript.clone() else {
+        anyhow::bail!("{} holds no speech", file.display());
+    };
+    let timings = Timings::of(&note);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (reply_text, outcome, dialog_ms, spoken, tts_ms) = runtime.block_on(async {
+        let stage = DialogStage::open(dialog_config).await?;
+        let started = std::time::Instant::now();
+        let id = format!("offline.{}", std::process::id());
+        let message = Message::voice(
+            &id,
+            from,
+            &transcript.text,
+            &transcript.language,
+            transcript.confidence,
+        );
+        let (text, outcome) = stage.answer(message).await;
+        let dialog_ms = ms_since(started);
+        let started = std::time::Instant::now();
+        let spoken = match (outcome.delivery, Language::from_code(&transcript.language)) {
+            (Delivery::Voice, Some(language)) => {
+                let tts = tts::from_config(&config.tts)?;
+                let cancel = tokio_util::sync::CancellationToken::new();
+                Some(
+                    tts::voice_note(&tts, &text, language, &config.encode, cancel)
+                        .await?
+                        .0,
+                )
+            }
+            _ => None,
+        };
+        anyhow::Ok((text, outcome, dialog_ms, spoken, ms_since(started)))
+    })?;
+    let reply_bytes = spoken.as_ref().map_or(0, |n| n.bytes.len());
+    if let Some(n) = &spoken {
+        std::fs::write(out, &n.bytes).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let line = ReplyJson {
+        transcript: transcript.text,
+        language: transcript.language,
+        intent: outcome.intent,
+        reply_text,
+        reply_audio: spoken.as_ref().map(|_| out.display().to_string()),
+        reply_bytes,
+        timings_ms: ReplyTimings {
+            decode: timings.decode,
+            resample: timings.resample,
+            stt: timings.stt,
+            dialog: dialog_ms,
+            tts_encode: tts_ms,
+        },
+        turn_ms: ms_since(turn),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&line)?);
+    } else {
+        println!("heard     ({}) {}", line.language, line.transcript);
+        println!("intent    {}", line.intent);
+        println!("reply     {}", line.reply_text);
+        match &line.reply_audio {
+            Some(path) => println!("voice     {path} ({} bytes)", line.reply_bytes),
+            None => println!("voice     none: the reply goes out as text"),
+        }
+        let t = &line.timings_ms;
+        println!(
+            "ms        decode {:.1}, resample {:.1}, stt {:.0}, dialog {:.1}, tts+encode {:.0}; turn {:.0}",
+            t.decode, t.resample, t.stt, t.dialog, t.tts_encode, line.turn_ms
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
