@@ -81,44 +81,121 @@ pub struct MediaTimings {
     pub prepare: Duration,
 }
 
+/// Builds a [`PreparedNote`] from bytes as they arrive: each chunk is
+/// decoded and its PCM resampled at once, so decoding and resampling keep
+/// pace with a download; [`NoteBuilder::finish`] flushes and prepares.
+pub struct NoteBuilder {
+    decoder: StreamDecoder,
+    to_mono: ToMono,
+    timings: MediaTimings,
+    config: MediaConfig,
+}
+
+/// The resampling half of [`NoteBuilder`]: native-rate PCM in, 16 kHz mono
+/// out, with the source's length kept for [`PreparedNote::source_ms`].
+#[derive(Default)]
+struct ToMono {
+    resampler: Option<StreamResampler>,
+    mono: Vec<f32>,
+    frames: u64,
+    rate: u32,
+}
+
+impl ToMono {
+    fn feed(&mut self, pcm: &Pcm) -> Result<Duration, MediaError> {
+        if pcm.samples.is_empty() {
+            return Ok(Duration::ZERO);
+        }
+        let started = Instant::now();
+        if self.resampler.is_none() {
+            self.resampler = Some(StreamResampler::new(pcm.sample_rate, pcm.channels)?);
+            self.rate = pcm.sample_rate;
+        }
+        if let Some(r) = &mut self.resampler {
+            self.mono.extend(r.process(&pcm.samples));
+        }
+        self.frames += (pcm.samples.len() / usize::from(pcm.channels.max(1))) as u64;
+        Ok(started.elapsed())
+    }
+
+    /// The 16 kHz mono audio and the source's duration in ms.
+    fn finish(mut self) -> (Vec<f32>, u64) {
+        if let Some(r) = self.resampler.take() {
+            self.mono.extend(r.finish());
+        }
+        let ms = if self.rate == 0 {
+            0
+        } else {
+            self.frames * 1000 / u64::from(self.rate)
+        };
+        (self.mono, ms)
+    }
+}
+
+impl NoteBuilder {
+    pub fn new(config: &MediaConfig) -> Self {
+        Self {
+            decoder: StreamDecoder::new(config),
+            to_mono: ToMono::default(),
+            timings: MediaTimings::default(),
+            config: config.clone(),
+        }
+    }
+
+    /// Decodes `chunk` and resamples what it yields.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), MediaError> {
+        let started = Instant::now();
+        self.decoder.push(chunk)?;
+        let pcm = self.decoder.take_pcm();
+        self.timings.decode += started.elapsed();
+        if let Some(pcm) = pcm {
+            self.timings.resample += self.to_mono.feed(&pcm)?;
+        }
+        Ok(())
+    }
+
+    /// End of input: flushes the decoder and the resampler and prepares the
+    /// note.
+    pub fn finish(self) -> Result<PreparedNote, MediaError> {
+        let Self {
+            decoder,
+            mut to_mono,
+            mut timings,
+            config,
+        } = self;
+        let started = Instant::now();
+        let decoded = decoder.finish_note()?;
+        timings.decode += started.elapsed();
+        timings.resample += to_mono.feed(&decoded.pcm)?;
+        drop(decoded.pcm);
+        let started = Instant::now();
+        let (mono, source_ms) = to_mono.finish();
+        timings.resample += started.elapsed();
+
+        let started = Instant::now();
+        let (samples, mut outcome, speech_ms) = prepare::prepare(mono, &config);
+        // Decoding stopped early, so the note is longer than what was prepared
+        // even if trimming brought it under the cap.
+        if decoded.capped && outcome == SpeechOutcome::Speech {
+            outcome = SpeechOutcome::Truncated {
+                cap_ms: config.max_note_ms,
+            };
+        }
+        timings.prepare = started.elapsed();
+        Ok(PreparedNote {
+            format: decoded.format,
+            samples,
+            source_ms,
+            speech_ms,
+            outcome,
+            timings,
+        })
+    }
+}
+
 /// Whole-buffer convenience: detect, decode, resample, prepare.
 pub fn load(bytes: &[u8], config: &MediaConfig) -> Result<PreparedNote, MediaError> {
-    let started = Instant::now();
-    let mut decoder = StreamDecoder::new(config);
-    decoder.push(bytes)?;
-    let decoded = decoder.finish_note()?;
-    let decode = started.elapsed();
-
-    let started = Instant::now();
-    let pcm = decoded.pcm;
-    let source_ms = pcm.duration_ms();
-    let mut resampler = StreamResampler::new(pcm.sample_rate, pcm.channels)?;
-    let mut mono = resampler.process(&pcm.samples);
-    drop(pcm);
-    mono.extend(resampler.finish());
-    let resample = started.elapsed();
-
-    let started = Instant::now();
-    let (samples, mut outcome, speech_ms) = prepare::prepare(mono, config);
-    // Decoding stopped early, so the note is longer than what was prepared
-    // even if trimming brought it under the cap.
-    if decoded.capped && outcome == SpeechOutcome::Speech {
-        outcome = SpeechOutcome::Truncated {
-            cap_ms: config.max_note_ms,
-        };
-    }
-    let prepare = started.elapsed();
-
-    Ok(PreparedNote {
-        format: decoded.format,
-        samples,
-        source_ms,
-        speech_ms,
-        outcome,
-        timings: MediaTimings {
-            decode,
-            resample,
-            prepare,
-        },
-    })
+    let mut note = NoteBuilder::new(config);
+    note.push(bytes)?;
+    note.finish()
 }

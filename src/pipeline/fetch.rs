@@ -10,7 +10,7 @@
 //! with the channel's retry policy; a file that is not audio we can decode is
 //! not retried.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,11 +18,7 @@ use tokio::sync::mpsc;
 
 use super::trace::{Stage, Trace};
 use crate::channel::{Channel, ChannelError, RetryPolicy};
-use crate::media::decode::StreamDecoder;
-use crate::media::resample::StreamResampler;
-use crate::media::{
-    prepare, MediaConfig, MediaError, MediaTimings, Pcm, PreparedNote, SpeechOutcome,
-};
+use crate::media::{MediaConfig, MediaError, NoteBuilder, PreparedNote};
 
 /// Chunks in flight between the download and the decoder.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -121,80 +117,9 @@ fn decode_stream(
     mut rx: mpsc::Receiver<Bytes>,
     config: &MediaConfig,
 ) -> Result<PreparedNote, MediaError> {
-    let mut decoder = StreamDecoder::new(config);
-    let mut to_speech = ToSpeech::default();
-    let mut timings = MediaTimings::default();
+    let mut note = NoteBuilder::new(config);
     while let Some(chunk) = rx.blocking_recv() {
-        let started = Instant::now();
-        decoder.push(&chunk)?;
-        let pcm = decoder.take_pcm();
-        timings.decode += started.elapsed();
-        if let Some(pcm) = pcm {
-            timings.resample += to_speech.feed(&pcm)?;
-        }
+        note.push(&chunk)?;
     }
-    let started = Instant::now();
-    let decoded = decoder.finish_note()?;
-    timings.decode += started.elapsed();
-    timings.resample += to_speech.feed(&decoded.pcm)?;
-    let started = Instant::now();
-    let (mono, source_ms) = to_speech.finish();
-    timings.resample += started.elapsed();
-
-    let started = Instant::now();
-    let (samples, mut outcome, speech_ms) = prepare::prepare(mono, config);
-    if decoded.capped && outcome == SpeechOutcome::Speech {
-        outcome = SpeechOutcome::Truncated {
-            cap_ms: config.max_note_ms,
-        };
-    }
-    timings.prepare = started.elapsed();
-    Ok(PreparedNote {
-        format: decoded.format,
-        samples,
-        source_ms,
-        speech_ms,
-        outcome,
-        timings,
-    })
-}
-
-/// Resamples PCM as it is decoded.
-#[derive(Default)]
-struct ToSpeech {
-    resampler: Option<StreamResampler>,
-    mono: Vec<f32>,
-    frames: u64,
-    rate: u32,
-}
-
-impl ToSpeech {
-    fn feed(&mut self, pcm: &Pcm) -> Result<Duration, MediaError> {
-        if pcm.samples.is_empty() {
-            return Ok(Duration::ZERO);
-        }
-        let started = Instant::now();
-        if self.resampler.is_none() {
-            self.resampler = Some(StreamResampler::new(pcm.sample_rate, pcm.channels)?);
-            self.rate = pcm.sample_rate;
-        }
-        if let Some(r) = &mut self.resampler {
-            self.mono.extend(r.process(&pcm.samples));
-        }
-        self.frames += (pcm.samples.len() / usize::from(pcm.channels.max(1))) as u64;
-        Ok(started.elapsed())
-    }
-
-    /// The 16 kHz mono audio and the source's duration in ms.
-    fn finish(mut self) -> (Vec<f32>, u64) {
-        if let Some(r) = self.resampler.take() {
-            self.mono.extend(r.finish());
-        }
-        let ms = if self.rate == 0 {
-            0
-        } else {
-            self.frames * 1000 / u64::from(self.rate)
-        };
-        (self.mono, ms)
-    }
+    note.finish()
 }
