@@ -39,6 +39,9 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[store]`: where the durable inbox lives.
     pub store: StoreConfig,
+    /// `[budgets]`: each stage's latency budget and its action on overrun;
+    /// reloaded on SIGHUP or when the file changes.
+    pub budgets: crate::pipeline::budget::Budgets,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@
 //! [`transcribe_note`] is the offline path for a note already in memory,
 //! used by the command line.
 
+pub mod budget;
 pub mod dialog;
 pub mod fetch;
 pub mod reply;

@@ -110,7 +110,7 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
                 let said = understand(ctx, &message.content, &mut trace).await;
                 let started = Instant::now();
                 let reply = ctx.respond.respond(message, &said).await;
-                trace.record(Stage::Reply, started, Instant::now());
+                trace.record(Stage::Dialog, started, Instant::now());
                 ctx.queue
                     .advance(
                         &message.id,

@@ -129,6 +129,16 @@ impl Service {
     /// Starts the service with `stt` as its speech-to-text provider and
     /// returns once it is listening.
     pub async fn start(config: &Config, stt: Arc<dyn SpeechToText>) -> Result<Self, ServeError> {
+        Self::start_with_routes(config, stt, Router::new()).await
+    }
+
+    /// Starts the service with `extra` routes mounted beside its own (the
+    /// sandbox's pages).
+    pub async fn start_with_routes(
+        config: &Config,
+        stt: Arc<dyn SpeechToText>,
+        extra: Router,
+    ) -> Result<Self, ServeError> {
         let credentials = config.whatsapp.validate()?;
         let store = SqliteStore::open(&config.store)?;
         let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
@@ -198,7 +208,8 @@ impl Service {
                 model,
             })
             .merge(webhook)
-            .merge(operator.unwrap_or_default());
+            .merge(operator.unwrap_or_default())
+            .merge(extra);
 
         let addr = config.service.addr;
         let listener = tokio::net::TcpListener::bind(addr)

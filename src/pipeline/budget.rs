@@ -1,0 +1,502 @@
+//! Per-stage latency budgets and what a turn does when a stage overruns.
+//!
+//! Each budgeted stage has a deadline in milliseconds and one declared
+//! [`Action`]. Budgets are deadlines handed to the stage (a tokio timeout
+//! around it, with cancellation reaching work on other threads), not checks
+//! made afterwards: a stage that overruns is stopped and the turn carries on
+//! with the degraded reply its action names.
+//!
+//! The budgets in force live in a [`BudgetHandle`]. A turn takes a snapshot
+//! when it starts and keeps it to the end, so a reload (SIGHUP or a change
+//! of the config file, see [`watch`]) never changes the rules of a turn in
+//! flight. A reloaded file that does not parse or [validate](Budgets::validate)
+//! is rejected with its reason and the budgets in force stay.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// The stages that carry a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetStage {
+    /// From the webhook's arrival to its 200, the inbox commit included.
+    Ack,
+    /// Downloading the voice note, one attempt.
+    Fetch,
+    /// Decoding, resampling and preparing what the download brought.
+    Decode,
+    Stt,
+    /// From the dialog's start to its first reply text.
+    DialogFirstToken,
+    DialogTotal,
+    /// From the first text handed to speech to its first audio.
+    TtsFirstAudio,
+    TtsTotal,
+    /// Packing the speech into the Ogg/Opus note, after the last audio.
+    Encode,
+    /// Uploading the voice note to the channel's media store.
+    Upload,
+    /// The channel's send call.
+    Send,
+    /// From the webhook's arrival to the reply's send call.
+    Turn,
+}
+
+impl BudgetStage {
+    pub const ALL: [BudgetStage; 12] = [
+        Self::Ack,
+        Self::Fetch,
+        Self::Decode,
+        Self::Stt,
+        Self::DialogFirstToken,
+        Self::DialogTotal,
+        Self::TtsFirstAudio,
+        Self::TtsTotal,
+        Self::Encode,
+        Self::Upload,
+        Self::Send,
+        Self::Turn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Fetch => "fetch",
+            Self::Decode => "decode",
+            Self::Stt => "stt",
+            Self::DialogFirstToken => "dialog_first_token",
+            Self::DialogTotal => "dialog_total",
+            Self::TtsFirstAudio => "tts_first_audio",
+            Self::TtsTotal => "tts_total",
+            Self::Encode => "encode",
+            Self::Upload => "upload",
+            Self::Send => "send",
+            Self::Turn => "turn",
+        }
+    }
+
+    /// The actions this stage can take, the first being its default.
+    pub fn allowed(self) -> &'static [Action] {
+        use Action::*;
+        match self {
+            Self::Ack => &[Reject],
+            Self::Fetch => &[RetryThenApologise, Apologise],
+            Self::Decode => &[Apologise],
+            Self::Stt => &[FasterModel, AskForText],
+            Self::DialogFirstToken => &[NextProvider, Template],
+            Self::DialogTotal => &[Template],
+            Self::TtsFirstAudio | Self::TtsTotal | Self::Encode | Self::Upload => &[SendText],
+            Self::Send => &[RetryOnce, Fail],
+            Self::Turn => &[Hold],
+        }
+    }
+}
+
+/// What a turn does when a stage runs over its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Answer the webhook 503 so that WhatsApp delivers it again; the inbox
+    /// drops the copy if the first commit landed after all.
+    Reject,
+    /// Try the download once more with a fresh budget, then apologise.
+    RetryThenApologise,
+    /// Tell the customer the note could not be played, in text.
+    Apologise,
+    /// Stop the transcription and redo the note with the faster model
+    /// (`[stt] fallback_model`); ask for text when there is none or it
+    /// overruns too.
+    FasterModel,
+    /// Stop the transcription and ask the customer to type.
+    AskForText,
+    /// Give up on the provider that is late and ask the next one in the
+    /// LLM fallback chain; the template reply when the chain is exhausted.
+    NextProvider,
+    /// Answer with the intent's template (or the generic one).
+    Template,
+    /// Send the reply as text instead of a voice note.
+    SendText,
+    /// Try the send once more; a send the channel did accept but whose
+    /// answer was late can then reach the customer twice.
+    RetryOnce,
+    /// Mark the turn failed (dead letter) without another attempt.
+    Fail,
+    /// Send a short holding message, then the answer when it is ready.
+    Hold,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::RetryThenApologise => "retry_then_apologise",
+            Self::Apologise => "apologise",
+            Self::FasterModel => "faster_model",
+            Self::AskForText => "ask_for_text",
+            Self::NextProvider => "next_provider",
+            Self::Template => "template",
+            Self::SendText => "send_text",
+            Self::RetryOnce => "retry_once",
+            Self::Fail => "fail",
+            Self::Hold => "hold",
+        }
+    }
+}
+
+/// One stage's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub ms: u64,
+    pub action: Action,
+}
+
+impl Budget {
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.ms)
+    }
+}
+
+/// `[budgets]`: one entry per stage, `stage = { ms = …, action = "…" }`.
+/// A stage left out keeps its default.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budgets {
+    stages: BTreeMap<BudgetStage, Budget>,
+    /// The text sent by the `hold` action.
+    pub holding_message: String,
+}
+
+/// The holding message's default.
+pub const HOLDING_MESSAGE: &str = "One moment, I'm looking into it\u{2026}";
+
+impl Default for Budgets {
+    /// Chosen from measurements on the fixtures (see the README's
+    /// "Latency budgets"): each is a few times the stage's p95 on this
+    /// 2-core machine, so that only a stage in trouble trips it.
+    fn default() -> Self {
+        use Action::*;
+        use BudgetStage::*;
+        let defaults = [
+            (Ack, 250, Reject),
+            (Fetch, 3_000, RetryThenApologise),
+            (Decode, 500, Apologise),
+            (Stt, 3_000, FasterModel),
+            (DialogFirstToken, 1_500, NextProvider),
+            (DialogTotal, 6_000, Template),
+            (TtsFirstAudio, 1_500, SendText),
+            (TtsTotal, 5_000, SendText),
+            (Encode, 1_000, SendText),
+            (Upload, 5_000, SendText),
+            (Send, 10_000, RetryOnce),
+            (Turn, 4_000, Hold),
+        ];
+        Self {
+            stages: defaults
+                .into_iter()
+                .map(|(s, ms, action)| (s, Budget { ms, action }))
+                .collect(),
+            holding_message: HOLDING_MESSAGE.to_string(),
+        }
+    }
+}
+
+/// How budgets are written in the config file.
+#[derive(Deserialize)]
+struct BudgetsFile {
+    #[serde(default)]
+    holding_message: Option<String>,
+    #[serde(flatten)]
+    stages: BTreeMap<String, Budget>,
+}
+
+impl<'de> Deserialize<'de> for Budgets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let file = BudgetsFile::deserialize(d)?;
+        Budgets::from_parts(file.stages, file.holding_message).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Budgets {
+    fn from_parts(
+        stages: BTreeMap<String, Budget>,
+        holding_message: Option<String>,
+    ) -> Result<Self, String> {
+        let mut budgets = Self::default();
+        for (name, budget) in stages {
+            let stage = BudgetStage::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    let names: Vec<_> = BudgetStage::ALL.iter().map(|s| s.name()).collect();
+                    format!("unknown stage {name:?} (stages: {})", names.join(", "))
+                })?;
+            budgets.stages.insert(stage, budget);
+        }
+        if let Some(m) = holding_message {
+            budgets.holding_message = m;
+        }
+        budgets.validate()?;
+        Ok(budgets)
+    }
+
+    /// Checks what parsing cannot: every budget above zero and below an
+    /// hour, each action one its stage can take, a holding message to send.
+    pub fn validate(&self) -> Result<(), String> {
+        for (stage, b) in &self.stages {
+            if b.ms == 0 || b.ms > 3_600_000 {
+                return Err(format!(
+                    "budgets.{}: {} ms is out of range (1 to 3600000)",
+                    stage.name(),
+                    b.ms
+                ));
+            }
+            if !stage.allowed().contains(&b.action) {
+                let allowed: Vec<_> = stage.allowed().iter().map(|a| a.name()).collect();
+                return Err(format!(
+                    "budgets.{}: action {:?} is not one this stage can take ({})",
+                    stage.name(),
+                    b.action.name(),
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if self.holding_message.trim().is_empty() {
+            return Err("budgets.holding_message is empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, stage: BudgetStage) -> Budget {
+        self.stages[&stage]
+    }
+
+    /// Sets one budget (tests, the bench's overrides).
+    pub fn set(&mut self, stage: BudgetStage, budget: Budget) -> Result<(), String> {
+        let old = self.stages.insert(stage, budget);
+        if let Err(e) = self.validate() {
+            if let Some(old) = old {
+                self.stages.insert(stage, old);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (BudgetStage, Budget)> + '_ {
+        self.stages.iter().map(|(s, b)| (*s, *b))
+    }
+}
+
+/// The budgets in force, shared by all turns and swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct BudgetHandle {
+    current: Arc<RwLock<Arc<Budgets>>>,
+    reloads: Arc<RwLock<ReloadStatus>>,
+}
+
+/// The outcome of the last reload, for the console and the metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub applied: u64,
+    pub rejected: u64,
+    /// Why the last rejected reload was rejected.
+    pub last_error: Option<String>,
+}
+
+impl BudgetHandle {
+    pub fn new(budgets: Budgets) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(budgets))),
+            reloads: Arc::default(),
+        }
+    }
+
+    /// The budgets a turn starting now runs by.
+    pub fn snapshot(&self) -> Arc<Budgets> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        match self.reloads.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `budgets` in force if they validate; else keeps the old ones
+    /// and returns why.
+    pub fn replace(&self, budgets: Budgets) -> Result<(), String> {
+        let checked = budgets.validate();
+        let mut status = self.reloads.write().unwrap_or_else(|p| p.into_inner());
+        match checked {
+            Ok(()) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(budgets);
+                status.applied += 1;
+                Ok(())
+            }
+            Err(e) => {
+                status.rejected += 1;
+                status.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the `[budgets]` section of `path` and puts it in force. The
+    /// rest of the file is not applied (it needs a restart) but must still
+    /// parse, so that a broken file is never half-read.
+    pub fn reload_from(&self, path: &Path) -> Result<(), String> {
+        let parsed = crate::config::Config::from_file(path).map_err(|e| e.to_string());
+        match parsed {
+            Ok(config) => self.replace(config.budgets),
+            Err(e) => {
+                let mut status = self.reloads.write().unwrap_or_else(|p| p.into_inner());
+                status.rejected += 1;
+                status.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reloads the budgets from `path` on SIGHUP and whenever the file's
+/// modification time or size changes (checked every `poll`), until `stop`.
+pub async fn watch(
+    handle: BudgetHandle,
+    path: PathBuf,
+    poll: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut seen = stamp(&path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let why = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => "SIGHUP",
+            _ = tokio::time::sleep(poll) => {
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match handle.reload_from(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), why, "budgets reloaded"),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                why,
+                error = %e,
+                "budgets not reloaded; the old ones stay in force"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Budgets, String> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            budgets: Budgets,
+        }
+        toml::from_str::<Wrap>(text)
+            .map(|w| w.budgets)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_cover_every_stage_and_validate() {
+        let b = Budgets::default();
+        b.validate().unwrap();
+        for stage in BudgetStage::ALL {
+            assert_eq!(b.get(stage).action, stage.allowed()[0], "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_overrides_some_stages() {
+        let b = parse(
+            "[budgets]\nstt = { ms = 900, action = \"ask_for_text\" }\nholding_message = \"Un momento\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            b.get(BudgetStage::Stt),
+            Budget {
+                ms: 900,
+                action: Action::AskForText
+            }
+        );
+        assert_eq!(b.get(BudgetStage::Fetch), Budgets::default().get(BudgetStage::Fetch));
+        assert_eq!(b.holding_message, "Un momento");
+    }
+
+    #[test]
+    fn bad_budgets_are_rejected_with_the_reason() {
+        let e = parse("[budgets]\nstt = { ms = 900, action = \"hold\" }\n").unwrap_err();
+        assert!(e.contains("budgets.stt") && e.contains("faster_model"), "{e}");
+        let e = parse("[budgets]\nstt = { ms = 0, action = \"ask_for_text\" }\n").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let e = parse("[budgets]\nsst = { ms = 10, action = \"ask_for_text\" }\n").unwrap_err();
+        assert!(e.contains("unknown stage \"sst\""), "{e}");
+        let e = parse("[budgets]\nstt = { ms = 10, action = \"ask_for_text\", x = 1 }\n")
+            .unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_rejected_replacement_keeps_the_old_budgets() {
+        let handle = BudgetHandle::new(Budgets::default());
+        let before = handle.snapshot();
+        let mut bad = Budgets::default();
+        bad.stages.insert(
+            BudgetStage::Turn,
+            Budget {
+                ms: 10,
+                action: Action::SendText,
+            },
+        );
+        assert!(handle.replace(bad).is_err());
+        assert_eq!(*handle.snapshot(), *before);
+        assert_eq!(handle.status().rejected, 1);
+        let mut good = Budgets::default();
+        good.set(
+            BudgetStage::Turn,
+            Budget {
+                ms: 10,
+                action: Action::Hold,
+            },
+        )
+        .unwrap();
+        handle.replace(good).unwrap();
+        assert_eq!(handle.snapshot().get(BudgetStage::Turn).ms, 10);
+        // A turn that took its snapshot earlier keeps its rules.
+        assert_eq!(before.get(BudgetStage::Turn).ms, 4_000);
+    }
+}
