@@ -41,12 +41,14 @@
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
 
+pub mod bench;
 pub mod channel;
 pub mod config;
 pub mod dialog;
 pub mod encode;
 pub mod fixtures;
 pub mod media;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod service;

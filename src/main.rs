@@ -288,7 +288,10 @@ fn transcribe(
     json: bool,
 ) -> Result<ExitCode> {
     let stt = load_stt(&config.stt, model)?;
-    let options = TranscribeOptions { language: lang };
+    let options = TranscribeOptions {
+        language: lang,
+        ..TranscribeOptions::default()
+    };
     let mut failed = false;
     if !json {
         println!(
@@ -390,6 +393,7 @@ fn demo(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
         let bytes = std::fs::read(manifest.path_of(f))?;
         let options = TranscribeOptions {
             language: Some(f.language.clone()),
+            ..TranscribeOptions::default()
         };
         match pipeline::transcribe_note(&bytes, &config.media, stt, &options) {
             Ok(r) => {
@@ -426,7 +430,8 @@ fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
     let config = Config::for_serve(config_file)?;
     let stt_config = config.stt.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(voxline::service::serve(config, move || {
+    let file = config_file.map(Path::to_path_buf);
+    runtime.block_on(voxline::service::serve(config, file, move || {
         let stt = WhisperStt::load(&stt_config)?;
         Ok(std::sync::Arc::new(stt) as std::sync::Arc<dyn SpeechToText>)
     }))?;

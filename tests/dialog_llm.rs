@@ -198,7 +198,7 @@ async fn run(chain: &LlmChain) -> (String, voxline::dialog::llm::ChainOutcome, D
     };
     let (outcome, text) = tokio::join!(
         async {
-            let o = chain.stream(&messages, &tx).await;
+            let o = chain.stream(&messages, &tx, None).await;
             drop(tx);
             o
         },

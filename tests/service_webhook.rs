@@ -386,10 +386,8 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
     // A voice reply: multipart upload of Ogg/Opus, then an audio message
     // with voice: true.
     let ogg = fixture("commerce/en/greeting_hello.ogg");
-    let sent = client
-        .send_voice("15550000030", ogg.clone().into())
-        .await
-        .unwrap();
+    let media_id = client.upload_voice(ogg.clone().into()).await.unwrap();
+    let sent = client.send_voice("15550000030", &media_id).await.unwrap();
     let recorded = graph.sent();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].id, sent.message_id);
@@ -397,10 +395,7 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
     assert!(recorded[0].voice);
     // Something that is not Ogg/Opus is refused, and not retried.
     let err = client
-        .send_voice(
-            "15550000030",
-            bytes::Bytes::from_static(b"ID3\x04 not opus"),
-        )
+        .upload_voice(bytes::Bytes::from_static(b"ID3\x04 not opus"))
         .await
         .unwrap_err();
     assert!(

@@ -239,6 +239,7 @@ fn english_only_model_refuses_other_languages() {
             &[0.1; 16_000],
             &TranscribeOptions {
                 language: Some("es".into()),
+                ..TranscribeOptions::default()
             },
         )
         .unwrap_err();

@@ -43,6 +43,7 @@ async fn round_trip(reply: &str, language: Language, stt: &WhisperStt) -> (f64, 
     let prepared = media::load(&note.bytes, &MediaConfig::default()).unwrap();
     let options = TranscribeOptions {
         language: Some(language.code().into()),
+        ..TranscribeOptions::default()
     };
     let transcript = stt.transcribe(&prepared.samples, &options).unwrap();
     (word_error_rate(reply, &transcript.text), transcript.text)

@@ -105,8 +105,11 @@ pub trait Channel: Send + Sync {
     /// Starts downloading a message's media.
     async fn open_media(&self, media_id: &str) -> Result<MediaDownload, ChannelError>;
     async fn send_text(&self, to: &str, text: &str) -> Result<Sent, ChannelError>;
-    /// Uploads an Ogg/Opus voice note and sends it as a voice message.
-    async fn send_voice(&self, to: &str, ogg_opus: Bytes) -> Result<Sent, ChannelError>;
+    /// Uploads an Ogg/Opus voice note to the platform's media store and
+    /// returns its media id.
+    async fn upload_voice(&self, ogg_opus: Bytes) -> Result<String, ChannelError>;
+    /// Sends an uploaded voice note as a voice message.
+    async fn send_voice(&self, to: &str, media_id: &str) -> Result<Sent, ChannelError>;
     async fn mark_read(&self, message_id: &str) -> Result<(), ChannelError>;
 }
 

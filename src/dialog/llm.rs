@@ -187,15 +187,28 @@ impl LlmChain {
 
     /// Streams the first answering provider's text into `tx`, chunk by
     /// chunk as the server sends them.
+    ///
+    /// `first_token` (the turn's `dialog_first_token` budget) shortens each
+    /// provider's own first-token timeout when it is shorter.
     pub async fn stream(
         &self,
         messages: &[ChatMessage],
         tx: &mpsc::Sender<String>,
+        first_token: Option<Duration>,
     ) -> ChainOutcome {
         let mut outcome = ChainOutcome::default();
-        for p in &self.config.providers {
+        let metrics = crate::metrics::global();
+        for (i, p) in self.config.providers.iter().enumerate() {
             let mut passed = false;
-            let result = self.attempt(p, messages, tx, &mut passed).await;
+            let result = self
+                .attempt(p, messages, tx, &mut passed, first_token)
+                .await;
+            if result.is_err() && !matches!(result, Err(LlmError::Cancelled)) {
+                metrics.provider_error("llm", &p.name);
+                if !passed && i + 1 < self.config.providers.len() {
+                    metrics.provider_fallback("llm", &p.name);
+                }
+            }
             if passed {
                 outcome.provider = Some(p.name.clone());
                 match result {
@@ -226,9 +239,12 @@ impl LlmChain {
         messages: &[ChatMessage],
         tx: &mpsc::Sender<String>,
         passed: &mut bool,
+        first_token: Option<Duration>,
     ) -> Result<(), LlmError> {
         let start = Instant::now();
-        let first_deadline = start + Duration::from_millis(p.first_token_timeout_ms);
+        let own = Duration::from_millis(p.first_token_timeout_ms);
+        let first_timeout = first_token.map_or(own, |b| b.min(own));
+        let first_deadline = start + first_timeout;
         let total_deadline = start + Duration::from_millis(p.total_timeout_ms);
         let deadline = |passed: bool| {
             if passed {
@@ -241,7 +257,7 @@ impl LlmChain {
             if passed {
                 LlmError::TotalTimeout(p.total_timeout_ms)
             } else {
-                LlmError::FirstTokenTimeout(p.first_token_timeout_ms)
+                LlmError::FirstTokenTimeout(first_timeout.as_millis() as u64)
             }
         };
         let body = serde_json::json!({

@@ -59,6 +59,12 @@ pub struct Message {
     /// The transcript's confidence, when the message was a voice note.
     pub transcript_confidence: Option<f32>,
     pub channel: Channel,
+    /// The customer's session, when the turn loaded it ahead (while the
+    /// note was being transcribed); else the dialog loads it.
+    pub session: Option<session::Session>,
+    /// The turn's `dialog_first_token` budget, which shortens each LLM
+    /// provider's first-token timeout.
+    pub first_token_budget: Option<std::time::Duration>,
 }
 
 impl Message {
@@ -70,6 +76,8 @@ impl Message {
             language: None,
             transcript_confidence: None,
             channel: Channel::Text,
+            session: None,
+            first_token_budget: None,
         }
     }
 
@@ -81,6 +89,8 @@ impl Message {
             language: Some(language.into()),
             transcript_confidence: Some(confidence),
             channel: Channel::Voice,
+            session: None,
+            first_token_budget: None,
         }
     }
 }

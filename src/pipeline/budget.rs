@@ -405,7 +405,9 @@ pub async fn watch(
                 "file changed"
             }
         };
-        match handle.reload_from(&path) {
+        let reloaded = handle.reload_from(&path);
+        crate::metrics::global().reload(reloaded.is_ok());
+        match reloaded {
             Ok(()) => tracing::info!(file = %path.display(), why, "budgets reloaded"),
             Err(e) => tracing::error!(
                 file = %path.display(),
@@ -453,20 +455,26 @@ mod tests {
                 action: Action::AskForText
             }
         );
-        assert_eq!(b.get(BudgetStage::Fetch), Budgets::default().get(BudgetStage::Fetch));
+        assert_eq!(
+            b.get(BudgetStage::Fetch),
+            Budgets::default().get(BudgetStage::Fetch)
+        );
         assert_eq!(b.holding_message, "Un momento");
     }
 
     #[test]
     fn bad_budgets_are_rejected_with_the_reason() {
         let e = parse("[budgets]\nstt = { ms = 900, action = \"hold\" }\n").unwrap_err();
-        assert!(e.contains("budgets.stt") && e.contains("faster_model"), "{e}");
+        assert!(
+            e.contains("budgets.stt") && e.contains("faster_model"),
+            "{e}"
+        );
         let e = parse("[budgets]\nstt = { ms = 0, action = \"ask_for_text\" }\n").unwrap_err();
         assert!(e.contains("out of range"), "{e}");
         let e = parse("[budgets]\nsst = { ms = 10, action = \"ask_for_text\" }\n").unwrap_err();
         assert!(e.contains("unknown stage \"sst\""), "{e}");
-        let e = parse("[budgets]\nstt = { ms = 10, action = \"ask_for_text\", x = 1 }\n")
-            .unwrap_err();
+        let e =
+            parse("[budgets]\nstt = { ms = 10, action = \"ask_for_text\", x = 1 }\n").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
     }
 

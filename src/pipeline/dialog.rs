@@ -11,12 +11,15 @@
 //! [spoken](Reply::spoken); making the voice note is the voice-reply
 //! stage's job ([`super::voice::VoiceReply`]), not this module's.
 
-use super::reply::{notices, Reply, Respond, Said};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::reply::{notices, Prepared, Reply, ReplyMeta, ReplyStream, Respond, Said};
 use crate::channel::InboundMessage;
+use crate::dialog::session::Session;
 use crate::dialog::{self, Delivery, Dialog, DialogStage};
 
-/// Told when the dialog produced nothing to say although it meant to.
-const UNANSWERED: &str = "Sorry, I couldn't answer that just now. Could you try again in a moment?";
+use notices::UNANSWERED;
 
 /// Answers with the dialog stage.
 pub struct DialogRespond {
@@ -41,13 +44,11 @@ impl DialogRespond {
             }
         }
     }
-}
 
-#[async_trait::async_trait]
-impl Respond for DialogRespond {
-    async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply {
+    /// What the dialog is asked, or the notice to send instead.
+    fn ask(&self, message: &InboundMessage, said: &Said) -> Result<dialog::Message, Reply> {
         let (id, from) = (message.id.as_str(), message.from.as_str());
-        let asked = match said {
+        Ok(match said {
             Said::Speech(t) => {
                 dialog::Message::voice(id, from, t.text.trim(), &t.language, t.confidence)
             }
@@ -61,9 +62,94 @@ impl Respond for DialogRespond {
                 };
                 dialog::Message::text(id, from, words)
             }
-            Said::Silence => return self.notice(from, notices::SILENCE),
-            Said::Unplayable { .. } => return self.notice(from, notices::UNPLAYABLE),
-            Said::Unsupported { .. } => return self.notice(from, notices::UNSUPPORTED),
+            Said::Silence => return Err(self.notice(from, notices::SILENCE)),
+            Said::Unplayable { .. } => return Err(self.notice(from, notices::UNPLAYABLE)),
+            Said::Unsupported { .. } => return Err(self.notice(from, notices::UNSUPPORTED)),
+            Said::TooSlow => return Err(self.notice(from, notices::TYPE_PLEASE)),
+        })
+    }
+}
+
+fn meta(outcome: &dialog::Outcome) -> ReplyMeta {
+    ReplyMeta {
+        spoken: outcome.delivery == Delivery::Voice,
+        silent: outcome.delivery == Delivery::None,
+        intent: Some(outcome.intent.clone()),
+        fast_path: Some(!matches!(outcome.source, dialog::Source::Llm(_))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Respond for DialogRespond {
+    async fn prepare(&self, message: &InboundMessage) -> Prepared {
+        let sessions = self.stage.sessions().clone();
+        let from = message.from.clone();
+        // SQLite reads block; keep them off the runtime's threads.
+        let loaded = tokio::task::spawn_blocking(move || sessions.load(&from)).await;
+        match loaded {
+            Ok(Ok(session)) => Prepared {
+                quiet: session.opted_out.is_some() || session.handoff.is_some(),
+                text_only: session.text_only.is_some(),
+                state: Some(Arc::new(session)),
+            },
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "session not loaded ahead; the dialog loads it");
+                Prepared::default()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session loader failed");
+                Prepared::default()
+            }
+        }
+    }
+
+    async fn stream(
+        &self,
+        message: &InboundMessage,
+        said: &Said,
+        prepared: Prepared,
+        first_output: Option<Duration>,
+    ) -> ReplyStream {
+        let mut asked = match self.ask(message, said) {
+            Ok(asked) => asked,
+            Err(notice) => {
+                let silent = notice.is_silent();
+                return ReplyStream::whole(
+                    notice,
+                    ReplyMeta {
+                        silent,
+                        ..ReplyMeta::default()
+                    },
+                );
+            }
+        };
+        asked.session = prepared
+            .state
+            .and_then(|s| s.downcast_ref::<Session>().cloned());
+        asked.first_token_budget = first_output;
+        let reply = Dialog::respond(&self.stage, asked);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let outcome = reply.outcome;
+        tokio::spawn(async move {
+            let m = match outcome.await {
+                Ok(o) => meta(&o),
+                Err(_) => {
+                    tracing::error!("the dialog stopped without an outcome");
+                    ReplyMeta::default()
+                }
+            };
+            let _ = done_tx.send(m);
+        });
+        ReplyStream {
+            chunks: reply.chunks,
+            done,
+        }
+    }
+
+    async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply {
+        let asked = match self.ask(message, said) {
+            Ok(asked) => asked,
+            Err(notice) => return notice,
         };
         let (text, outcome) = Dialog::respond(&self.stage, asked).collect().await;
         let Some(outcome) = outcome else {

@@ -10,6 +10,7 @@
 //! with the channel's retry policy; a file that is not audio we can decode is
 //! not retried.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,7 +34,8 @@ pub enum FetchError {
     Media(#[from] MediaError),
 }
 
-/// Downloads `media_id` and decodes it while it arrives. Records the
+/// Downloads `media_id` and decodes it while it arrives; `downloaded` is
+/// set when the last byte is in (what is left is decoding). Records the
 /// download as [`Stage::Fetch`] and the CPU time of decoding and resampling
 /// (which overlapped it) as [`Stage::Decode`] and [`Stage::Resample`].
 pub async fn fetch_note(
@@ -42,11 +44,12 @@ pub async fn fetch_note(
     config: &MediaConfig,
     retry: &RetryPolicy,
     trace: &mut Trace,
+    downloaded: &OnceLock<Instant>,
 ) -> Result<PreparedNote, FetchError> {
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        let (error, class) = match fetch_once(channel, media_id, config).await {
+        let (error, class) = match fetch_once(channel, media_id, config, downloaded).await {
             Ok((note, fetched)) => {
                 trace.record(Stage::Fetch, started, fetched);
                 let t = note.timings;
@@ -79,6 +82,7 @@ async fn fetch_once(
     channel: &dyn Channel,
     media_id: &str,
     config: &MediaConfig,
+    downloaded: &OnceLock<Instant>,
 ) -> Result<(PreparedNote, Instant), FetchError> {
     let download = channel.open_media(media_id).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
@@ -101,6 +105,9 @@ async fn fetch_once(
         }
     }
     let fetched = Instant::now();
+    if failed.is_none() {
+        let _ = downloaded.set(fetched);
+    }
     drop(tx);
     let decoded = decoder.await.map_err(|e| MediaError::Codec {
         format: "note",

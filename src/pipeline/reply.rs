@@ -3,12 +3,16 @@
 //! [`Respond`] is the stage's interface, with two providers picked by
 //! `[service] reply`: the dialog stage ([`super::dialog::DialogRespond`], the
 //! default) and [`Echo`], which says back what was understood, so a tester
-//! can tell at once whether the note was heard right. A provider marks a
-//! reply it wants [spoken](Reply::spoken); the voice-reply stage
-//! ([`super::voice::VoiceReply`], wrapped around the provider) then fills
-//! [`Reply::voice`]. Neither changes the turn.
+//! can tell at once whether the note was heard right. A provider streams its
+//! reply ([`Respond::stream`]) and says at the end whether it wants it
+//! [spoken](ReplyMeta::spoken); the turn's voice stage
+//! ([`super::voice`]) speaks the chunks while the rest is still being
+//! written.
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::channel::InboundMessage;
 use crate::stt::Transcript;
@@ -35,6 +39,8 @@ pub enum Said {
     Unsupported {
         kind: String,
     },
+    /// A voice note that could not be transcribed within its budget.
+    TooSlow,
 }
 
 impl Said {
@@ -92,10 +98,84 @@ impl Reply {
     }
 }
 
+/// What a provider knows about a customer before their message is
+/// understood, loaded while the note is fetched and transcribed.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The customer opted out or a person has the conversation: nothing may
+    /// be sent that the reply itself does not send (no holding message).
+    pub quiet: bool,
+    /// The customer asked for text replies: don't start speaking.
+    pub text_only: bool,
+    /// The provider's own state, handed back to [`Respond::stream`].
+    pub state: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// How a streamed reply should go out, known when it ends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplyMeta {
+    pub spoken: bool,
+    /// Nothing is to be sent.
+    pub silent: bool,
+    pub intent: Option<String>,
+    /// Answered without an LLM.
+    pub fast_path: Option<bool>,
+}
+
+/// A reply being written: text chunks as they are ready, then how it goes
+/// out. Dropping it cancels the rest.
+pub struct ReplyStream {
+    pub chunks: mpsc::Receiver<String>,
+    pub done: oneshot::Receiver<ReplyMeta>,
+}
+
+impl ReplyStream {
+    /// A reply already written in full.
+    pub fn whole(reply: Reply, meta: ReplyMeta) -> Self {
+        let (tx, chunks) = mpsc::channel(1);
+        if !reply.text.trim().is_empty() {
+            // The channel has room for the one chunk.
+            let _ = tx.try_send(reply.text);
+        }
+        let (done_tx, done) = oneshot::channel();
+        let _ = done_tx.send(ReplyMeta {
+            spoken: reply.spoken,
+            ..meta
+        });
+        Self { chunks, done }
+    }
+}
+
 /// A reply provider.
 #[async_trait::async_trait]
 pub trait Respond: Send + Sync {
+    /// The whole reply.
     async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply;
+
+    /// Loads what the provider needs about the customer; the turn runs it
+    /// while the note is still being fetched and transcribed.
+    async fn prepare(&self, _message: &InboundMessage) -> Prepared {
+        Prepared::default()
+    }
+
+    /// The reply in chunks as it is written. `first_output` is the budget
+    /// for the first chunk of each provider the reply tries (an LLM chain
+    /// moves to its next provider when it passes). The default writes the
+    /// whole reply first.
+    async fn stream(
+        &self,
+        message: &InboundMessage,
+        said: &Said,
+        _prepared: Prepared,
+        _first_output: Option<Duration>,
+    ) -> ReplyStream {
+        let reply = self.respond(message, said).await;
+        let meta = ReplyMeta {
+            silent: reply.is_silent(),
+            ..ReplyMeta::default()
+        };
+        ReplyStream::whole(reply, meta)
+    }
 }
 
 /// What a customer is told when the message itself could not be used,
@@ -105,6 +185,14 @@ pub mod notices {
     pub const UNPLAYABLE: &str =
         "Sorry, I couldn't play your voice note. Could you send it again, or type your message?";
     pub const UNSUPPORTED: &str = "Sorry, I can only answer voice notes and text messages for now. Could you send a voice note or type your message?";
+    /// Told when the dialog produced nothing to say although it meant to.
+    pub const UNANSWERED: &str =
+        "Sorry, I couldn't answer that just now. Could you try again in a moment?";
+    /// The `ask_for_text` action of the `stt` budget.
+    pub const TYPE_PLEASE: &str =
+        "Sorry, I'm slow to understand voice notes right now. Could you type your message instead?";
+    /// The `template` action of the dialog budgets.
+    pub const LATE_ANSWER: &str = "Sorry, I couldn't find the answer quickly enough. Could you ask again in a moment? You can also ask for a person.";
 }
 
 /// Says back what was understood.
@@ -120,6 +208,7 @@ impl Respond for Echo {
             Said::Text(body) => format!("You wrote: \u{201c}{}\u{201d}", body.trim()),
             Said::Choice { title, .. } => format!("You chose: {title}"),
             Said::Unsupported { .. } => notices::UNSUPPORTED.into(),
+            Said::TooSlow => notices::TYPE_PLEASE.into(),
         })
     }
 }

@@ -335,7 +335,13 @@ mod tests {
         let zero = Instant::now();
         let mut t = Trace::starting_at(zero);
         let at = |ms| zero + Duration::from_millis(ms);
-        t.record_full(Stage::Dialog, at(0), Some(at(100)), at(500), SpanOutcome::Ok);
+        t.record_full(
+            Stage::Dialog,
+            at(0),
+            Some(at(100)),
+            at(500),
+            SpanOutcome::Ok,
+        );
         t.record_full(
             Stage::Tts,
             at(100),
@@ -352,7 +358,12 @@ mod tests {
         let overruns: Vec<_> = t.overruns().collect();
         assert_eq!(overruns, vec![(BudgetStage::TtsTotal, Action::SendText)]);
         let json = serde_json::to_string(&t.spans[1]).unwrap();
-        assert!(json.contains(r#""outcome":{"kind":"overrun","budget":"tts_total","action":"send_text"}"#), "{json}");
+        assert!(
+            json.contains(
+                r#""outcome":{"kind":"overrun","budget":"tts_total","action":"send_text"}"#
+            ),
+            "{json}"
+        );
         let back: Span = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t.spans[1]);
     }

@@ -28,34 +28,60 @@
 //! refuses the `replied` write for longer than its retries here widens the
 //! window the same way a crash does.)
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::budget::{Action, BudgetHandle, BudgetStage, Budgets};
 use super::fetch::fetch_note;
-use super::reply::{Reply, Respond, Said};
-use super::trace::{Stage, Trace};
-use crate::channel::{Channel, ChannelError, Content, Disposition, RetryPolicy, Sent};
+use super::reply::{notices, Prepared, ReplyMeta, Respond, Said};
+use super::trace::{SpanOutcome, Stage, Trace, TurnEnd, TurnTrace};
+use super::voice::{self, NoVoice};
+use crate::channel::{Channel, ChannelError, Content, Disposition, InboundMessage, RetryPolicy};
+use crate::encode::EncodeConfig;
 use crate::media::{MediaConfig, SpeechOutcome};
-use crate::store::{Progress, Queue, StoreError, TurnState};
-use crate::stt::{SpeechToText, TranscribeOptions};
+use crate::store::{Progress, Queue, StoreError, Traces, TurnState};
+use crate::stt::{SpeechToText, SttError, TranscribeOptions};
+use crate::tts::{Language, TextToSpeech};
 
 /// Everything a turn needs, shared by all turns.
 pub struct TurnContext {
     pub channel: Arc<dyn Channel>,
     pub queue: Arc<dyn Queue>,
+    /// Where finished turns' traces go.
+    pub traces: Arc<dyn Traces>,
     /// The one speech-to-text provider all turns share.
     pub stt: Arc<dyn SpeechToText>,
+    /// The faster model of the `stt` budget's `faster_model` action.
+    pub stt_fast: Option<Arc<dyn SpeechToText>>,
     /// Transcriptions running at once; each already uses all the threads
     /// `[stt] threads` gives it.
     pub stt_permits: Arc<Semaphore>,
     pub respond: Arc<dyn Respond>,
+    /// Speaks replies to voice notes; `None` answers everything in text.
+    pub tts: Option<Arc<dyn TextToSpeech>>,
+    pub encode: EncodeConfig,
     pub media: MediaConfig,
     /// Retries of a whole download (each send retries inside the channel).
     pub fetch_retry: RetryPolicy,
     pub mark_read: bool,
+    /// The budgets in force; each turn takes a snapshot when it starts.
+    pub budgets: BudgetHandle,
+}
+
+/// When and how fast the webhook that brought a message was acknowledged:
+/// the turn's zero. Turns resumed after a restart have none.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    /// From the arrival to the inbox commit.
+    pub ack: Duration,
 }
 
 /// How a turn ended.
@@ -74,11 +100,33 @@ pub enum TurnOutcome {
     },
 }
 
+/// The reply as the turn will send it.
+struct Composed {
+    text: String,
+    voice: Option<Vec<u8>>,
+    silent: bool,
+}
+
+/// What the turn learnt on the way, for its trace.
+#[derive(Default)]
+struct Notes {
+    transcript: Option<String>,
+    language: Option<String>,
+    intent: Option<String>,
+    fast_path: Option<bool>,
+    audio_ms: Option<f64>,
+    degraded: Vec<String>,
+}
+
 /// Runs (or resumes) the turn of message `message_id`.
 ///
 /// A store error stops the turn where it is; its state in the store is
 /// unchanged, and the next start resumes it.
-pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome, StoreError> {
+pub async fn run_turn(
+    ctx: &TurnContext,
+    message_id: &str,
+    arrival: Option<Arrival>,
+) -> Result<TurnOutcome, StoreError> {
     let turn = ctx.queue.turn(message_id).await?;
     let span = tracing::info_span!(
         "turn",
@@ -91,52 +139,96 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
             return Ok(TurnOutcome::AlreadyFinished(turn.state));
         }
         let message = &turn.message;
-        let mut trace = Trace::start();
+        let budgets = ctx.budgets.snapshot();
+        let now = Instant::now();
+        let zero = arrival.map_or(now, |a| a.at);
+        let started_unix_ms = unix_ms() - now.saturating_duration_since(zero).as_millis() as i64;
+        let mut trace = Trace::starting_at(zero);
+        if let Some(a) = arrival {
+            trace.record(Stage::Ack, zero, zero + a.ack);
+            trace.record(Stage::Queue, zero + a.ack, now);
+        }
+        let mut notes = Notes::default();
         if ctx.mark_read && turn.state == TurnState::Received {
             if let Err(e) = ctx.channel.mark_read(&message.id).await {
                 tracing::warn!(error = %e, "could not mark the message read");
             }
         }
-        let reply = match (turn.state, &turn.reply_text) {
+        let hold = Hold::arm(ctx, &budgets, zero, &message.from);
+        let composed = match (turn.state, &turn.reply_text) {
             (TurnState::Transcribed, Some(text)) => {
+                hold.set_quiet(text.trim().is_empty());
                 // The voice note was not stored: the text is the reply.
                 tracing::info!("resuming: sending the stored reply as text");
-                Reply::text(text.clone())
+                Composed {
+                    text: text.clone(),
+                    voice: None,
+                    silent: text.trim().is_empty(),
+                }
             }
             _ => {
                 if matches!(message.content, Content::Audio { .. }) {
                     ctx.queue.advance(&message.id, Progress::Fetching).await?;
                 }
-                let said = understand(ctx, &message.content, &mut trace).await;
-                let started = Instant::now();
-                let reply = ctx.respond.respond(message, &said).await;
-                trace.record(Stage::Dialog, started, Instant::now());
+                // The session loads while the note is fetched and heard.
+                let preparing = async {
+                    let prepared = ctx.respond.prepare(message).await;
+                    hold.set_quiet(prepared.quiet);
+                    prepared
+                };
+                let (said, prepared) = tokio::join!(
+                    understand(ctx, &message.content, &budgets, &mut trace, &mut notes),
+                    preparing
+                );
+                let composed = compose(
+                    ctx, message, &said, prepared, &budgets, &mut trace, &mut notes,
+                )
+                .await;
                 ctx.queue
                     .advance(
                         &message.id,
                         Progress::Understood {
                             transcript: said.transcript(),
-                            reply: &reply.text,
+                            reply: if composed.silent { "" } else { &composed.text },
                         },
                     )
                     .await?;
-                reply
+                composed
             }
         };
-        if reply.is_silent() {
+        if composed.silent {
+            hold.disarm(&mut trace).await;
             ctx.queue
                 .advance(&message.id, Progress::NothingToSend)
                 .await?;
-            tracing::info!(
-                turn_ms = format!("{:.0}", trace.total_ms()),
-                "turn finished without a reply"
-            );
+            finish(
+                ctx,
+                message,
+                &trace,
+                started_unix_ms,
+                TurnEnd::Silent,
+                &composed,
+                &budgets,
+                notes,
+            )
+            .await;
             return Ok(TurnOutcome::Silent);
         }
 
-        let started = Instant::now();
-        let sent = send(ctx.channel.as_ref(), &message.from, &reply).await;
-        trace.record(Stage::Send, started, Instant::now());
+        let mut voice_id = None;
+        if let Some(ogg) = &composed.voice {
+            voice_id = upload(ctx, ogg, &budgets, &mut trace, &mut notes).await;
+        }
+        hold.disarm(&mut trace).await;
+        let sent = send(
+            ctx,
+            &message.from,
+            &composed.text,
+            voice_id.as_deref(),
+            &budgets,
+            &mut trace,
+        )
+        .await;
         let outcome = match sent {
             Ok(sent) => {
                 // The duplicate window closes with this write.
@@ -160,45 +252,189 @@ pub async fn run_turn(ctx: &TurnContext, message_id: &str) -> Result<TurnOutcome
                         },
                     )
                     .await?;
+                notes.degraded.push(reason.clone());
                 TurnOutcome::Failed {
                     reason,
                     dead_letter,
                 }
             }
         };
-        let stages: Vec<String> = trace
-            .spans
-            .iter()
-            .map(|s| format!("{}={:.0}ms", s.stage.name(), s.duration_ms()))
-            .collect();
-        match &outcome {
-            TurnOutcome::Replied { reply_id } => tracing::info!(
-                reply_id = %reply_id,
-                turn_ms = format!("{:.0}", trace.total_ms()),
-                stages = stages.join(" "),
-                "turn replied"
-            ),
-            TurnOutcome::Failed {
-                reason,
-                dead_letter,
-            } => tracing::warn!(
-                reason = %reason,
-                dead_letter,
-                stages = stages.join(" "),
-                "turn failed"
-            ),
-            TurnOutcome::Silent | TurnOutcome::AlreadyFinished(_) => {}
-        }
+        let end = match (&outcome, voice_id.is_some()) {
+            (TurnOutcome::Failed { .. }, _) => TurnEnd::Failed,
+            (_, true) => TurnEnd::Voice,
+            (_, false) => TurnEnd::Text,
+        };
+        finish(
+            ctx,
+            message,
+            &trace,
+            started_unix_ms,
+            end,
+            &composed,
+            &budgets,
+            notes,
+        )
+        .await;
         Ok(outcome)
     }
     .instrument(span)
     .await
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Keeps the finished turn's trace, counts it and logs it.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &TurnContext,
+    message: &InboundMessage,
+    trace: &Trace,
+    started_unix_ms: i64,
+    end: TurnEnd,
+    composed: &Composed,
+    budgets: &Budgets,
+    notes: Notes,
+) {
+    // The turn's time runs to the send call, or to its end when nothing
+    // went out.
+    let turn_ms = trace
+        .spans
+        .iter()
+        .find(|s| s.stage == Stage::Send)
+        .map_or_else(|| trace.total_ms(), |s| s.start_ms);
+    let done = TurnTrace {
+        message_id: message.id.clone(),
+        from: message.from.clone(),
+        kind: message.content.kind().to_string(),
+        started_unix_ms,
+        spans: trace.spans.clone(),
+        turn_ms,
+        sequential_ms: trace.sequential_ms(),
+        end,
+        transcript: notes.transcript,
+        language: notes.language,
+        intent: notes.intent,
+        fast_path: notes.fast_path,
+        reply_text: (!composed.silent).then(|| composed.text.clone()),
+        reply_bytes: composed.voice.as_ref().map(Vec::len),
+        audio_ms: notes.audio_ms,
+        note: (!notes.degraded.is_empty()).then(|| notes.degraded.join("; ")),
+        budgets_ms: budgets
+            .iter()
+            .map(|(s, b)| (s.name().to_string(), b.ms))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    crate::metrics::global().record_turn(&done);
+    let stages: Vec<String> = done
+        .spans
+        .iter()
+        .map(|s| format!("{}={:.0}ms", s.stage.name(), s.duration_ms()))
+        .collect();
+    tracing::info!(
+        end = end.name(),
+        turn_ms = format!("{:.0}", done.turn_ms),
+        sequential_ms = format!("{:.0}", done.sequential_ms),
+        stages = stages.join(" "),
+        degraded = done.note.as_deref().unwrap_or(""),
+        "turn finished"
+    );
+    if let Err(e) = ctx.traces.save_trace(&done).await {
+        tracing::warn!(error = %e, "turn trace not stored");
+    }
+}
+
+/// The `turn` budget's holding message: sent once the turn has run for its
+/// budget without a reply on its way, unless the customer must not be
+/// written to. The reply waits for it, so the two arrive in order.
+struct Hold {
+    task: Option<tokio::task::JoinHandle<Option<(Instant, Instant, Result<(), String>)>>>,
+    stop: CancellationToken,
+    /// Whether the customer must not be written to; `None` until the
+    /// provider has loaded the session, which the holding message waits for.
+    quiet: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+impl Hold {
+    fn arm(ctx: &TurnContext, budgets: &Budgets, zero: Instant, to: &str) -> Self {
+        let stop = CancellationToken::new();
+        let (quiet, mut known) = tokio::sync::watch::channel(None);
+        let at = zero + budgets.get(BudgetStage::Turn).duration();
+        let (channel, text, to) = (
+            ctx.channel.clone(),
+            budgets.holding_message.clone(),
+            to.to_string(),
+        );
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = stop.cancelled() => return None,
+                }
+                let quiet = tokio::select! {
+                    q = known.wait_for(Option::is_some) => q.ok().and_then(|q| *q),
+                    () = stop.cancelled() => return None,
+                };
+                if quiet != Some(false) {
+                    return None;
+                }
+                let started = Instant::now();
+                let sent = channel.send_text(&to, &text).await;
+                Some((
+                    started,
+                    Instant::now(),
+                    sent.map(drop).map_err(|e| e.to_string()),
+                ))
+            })
+        };
+        Self {
+            task: Some(task),
+            stop,
+            quiet,
+        }
+    }
+
+    fn set_quiet(&self, quiet: bool) {
+        self.quiet.send_replace(Some(quiet));
+    }
+
+    /// Stops the timer; waits for a holding message already on its way.
+    async fn disarm(mut self, trace: &mut Trace) {
+        self.stop.cancel();
+        let Some(task) = self.task.take() else { return };
+        if let Ok(Some((start, end, sent))) = task.await {
+            let outcome = match sent {
+                Ok(()) => SpanOutcome::Overrun {
+                    budget: BudgetStage::Turn,
+                    action: Action::Hold,
+                },
+                Err(reason) => SpanOutcome::Error { reason },
+            };
+            trace.record_full(Stage::Hold, start, None, end, outcome);
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// The understand stages: what the message says, in words.
-async fn understand(ctx: &TurnContext, content: &Content, trace: &mut Trace) -> Said {
+async fn understand(
+    ctx: &TurnContext,
+    content: &Content,
+    budgets: &Budgets,
+    trace: &mut Trace,
+    notes: &mut Notes,
+) -> Said {
     match content {
-        Content::Audio { media_id, .. } => hear(ctx, media_id, trace).await,
+        Content::Audio { media_id, .. } => hear(ctx, media_id, budgets, trace, notes).await,
         Content::Text { body } => Said::Text(body.clone()),
         Content::Choice { id, title } => Said::Choice {
             id: id.clone(),
@@ -208,65 +444,459 @@ async fn understand(ctx: &TurnContext, content: &Content, trace: &mut Trace) -> 
     }
 }
 
-async fn hear(ctx: &TurnContext, media_id: &str, trace: &mut Trace) -> Said {
-    let note = match fetch_note(
-        ctx.channel.as_ref(),
-        media_id,
-        &ctx.media,
-        &ctx.fetch_retry,
-        trace,
-    )
-    .await
-    {
-        Ok(note) => note,
-        Err(e) => {
-            tracing::warn!(error = %e, "voice note unplayable");
-            return Said::Unplayable {
-                reason: e.to_string(),
-            };
-        }
+async fn hear(
+    ctx: &TurnContext,
+    media_id: &str,
+    budgets: &Budgets,
+    trace: &mut Trace,
+    notes: &mut Notes,
+) -> Said {
+    let fetch = budgets.get(BudgetStage::Fetch);
+    let decode = budgets.get(BudgetStage::Decode);
+    let attempts = match fetch.action {
+        Action::RetryThenApologise => 2,
+        _ => 1,
     };
+    let mut note = None;
+    for attempt in 1..=attempts {
+        let started = Instant::now();
+        let downloaded = std::sync::OnceLock::new();
+        let limit = started + fetch.duration() + decode.duration();
+        let fetched = timeout_at(
+            limit.into(),
+            fetch_note(
+                ctx.channel.as_ref(),
+                media_id,
+                &ctx.media,
+                &ctx.fetch_retry,
+                trace,
+                &downloaded,
+            ),
+        )
+        .await;
+        match fetched {
+            Ok(Ok(n)) => {
+                note = Some(n);
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "voice note unplayable");
+                trace.record_full(
+                    Stage::Fetch,
+                    started,
+                    None,
+                    Instant::now(),
+                    SpanOutcome::Error {
+                        reason: e.to_string(),
+                    },
+                );
+                return Said::Unplayable {
+                    reason: e.to_string(),
+                };
+            }
+            Err(_) => {
+                // Over budget: the download's if it had not finished, else
+                // the decoder's.
+                let (stage, budget, action) = match downloaded.get() {
+                    None => (Stage::Fetch, BudgetStage::Fetch, fetch.action),
+                    Some(_) => (Stage::Decode, BudgetStage::Decode, decode.action),
+                };
+                let action = if attempt < attempts && budget == BudgetStage::Fetch {
+                    action
+                } else {
+                    Action::Apologise
+                };
+                trace.record_full(
+                    stage,
+                    started,
+                    None,
+                    Instant::now(),
+                    SpanOutcome::Overrun { budget, action },
+                );
+                tracing::warn!(
+                    attempt,
+                    budget = budget.name(),
+                    action = action.name(),
+                    "voice note over budget"
+                );
+                if action == Action::Apologise {
+                    notes
+                        .degraded
+                        .push(format!("{} over budget", budget.name()));
+                    return Said::Unplayable {
+                        reason: format!("{} over budget", budget.name()),
+                    };
+                }
+            }
+        }
+    }
+    let Some(note) = note else {
+        return Said::Unplayable {
+            reason: "no attempt left".into(),
+        };
+    };
+    notes.audio_ms = Some(note.source_ms as f64);
     if note.outcome == SpeechOutcome::NoSpeech {
         return Said::Silence;
     }
-    let stt = ctx.stt.clone();
-    let Ok(_permit) = ctx.stt_permits.acquire().await else {
-        return Said::Unplayable {
-            reason: "shutting down".into(),
+    let stt = budgets.get(BudgetStage::Stt);
+    let samples = Arc::new(note.samples);
+    let mut heard = transcribe(ctx, ctx.stt.clone(), samples.clone(), stt.duration(), trace).await;
+    if matches!(heard, Err(SttError::Aborted)) {
+        let fast = (stt.action == Action::FasterModel)
+            .then(|| ctx.stt_fast.clone())
+            .flatten();
+        let action = if fast.is_some() {
+            Action::FasterModel
+        } else {
+            Action::AskForText
         };
-    };
-    let started = Instant::now();
-    let samples = note.samples;
-    let transcribed = tokio::task::spawn_blocking(move || {
-        stt.transcribe(&samples, &TranscribeOptions::default())
-    })
-    .await;
-    trace.record(Stage::Stt, started, Instant::now());
-    match transcribed {
-        Ok(Ok(t)) if t.text.trim().is_empty() => Said::Silence,
-        Ok(Ok(t)) => {
+        mark_last(trace, Stage::Stt, BudgetStage::Stt, action);
+        notes
+            .degraded
+            .push(format!("stt over budget: {}", action.name()));
+        heard = match fast {
+            Some(fast) => {
+                let again = transcribe(ctx, fast, samples, stt.duration(), trace).await;
+                if matches!(again, Err(SttError::Aborted)) {
+                    mark_last(trace, Stage::Stt, BudgetStage::Stt, Action::AskForText);
+                }
+                again
+            }
+            None => Err(SttError::Aborted),
+        };
+    }
+    match heard {
+        Ok(t) if t.text.trim().is_empty() => Said::Silence,
+        Ok(t) => {
             tracing::info!(
                 audio_ms = note.source_ms,
                 confidence = t.confidence,
                 "transcribed"
             );
+            notes.transcript = Some(t.text.trim().to_string());
+            notes.language = Some(t.language.clone());
             Said::Speech(t)
         }
-        Ok(Err(e)) => Said::Unplayable {
-            reason: e.to_string(),
-        },
+        Err(SttError::Aborted) => Said::TooSlow,
         Err(e) => Said::Unplayable {
-            reason: format!("transcription thread failed: {e}"),
+            reason: e.to_string(),
         },
     }
 }
 
-/// The send stage: the voice note when there is one, else the text.
-async fn send(channel: &dyn Channel, to: &str, reply: &Reply) -> Result<Sent, ChannelError> {
-    match &reply.voice {
-        Some(ogg) => channel.send_voice(to, ogg.clone()).await,
-        None => channel.send_text(to, &reply.text).await,
+/// Marks the last span of `stage` as over `budget` with `action`.
+fn mark_last(trace: &mut Trace, stage: Stage, budget: BudgetStage, action: Action) {
+    if let Some(span) = trace.spans.iter_mut().rev().find(|s| s.stage == stage) {
+        span.outcome = SpanOutcome::Overrun { budget, action };
     }
+}
+
+/// One transcription within `budget`; past it, whisper is told to stop and
+/// the result is [`SttError::Aborted`].
+async fn transcribe(
+    ctx: &TurnContext,
+    stt: Arc<dyn SpeechToText>,
+    samples: Arc<Vec<f32>>,
+    budget: Duration,
+    trace: &mut Trace,
+) -> Result<crate::stt::Transcript, SttError> {
+    let Ok(permit) = ctx.stt_permits.clone().acquire_owned().await else {
+        return Err(SttError::Whisper("shutting down".into()));
+    };
+    let started = Instant::now();
+    let abort = Arc::new(AtomicBool::new(false));
+    let options = TranscribeOptions {
+        abort: Some(abort.clone()),
+        ..TranscribeOptions::default()
+    };
+    // The permit goes with the work: an aborted transcription holds it
+    // until whisper has actually stopped.
+    let job = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        stt.transcribe(&samples, &options)
+    });
+    let result = match tokio::time::timeout(budget, job).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(SttError::Whisper(format!(
+            "transcription thread failed: {e}"
+        ))),
+        Err(_) => {
+            abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            Err(SttError::Aborted)
+        }
+    };
+    let outcome = match &result {
+        Ok(_) | Err(SttError::Aborted) => SpanOutcome::Ok,
+        Err(e) => SpanOutcome::Error {
+            reason: e.to_string(),
+        },
+    };
+    trace.record_full(Stage::Stt, started, None, Instant::now(), outcome);
+    result
+}
+
+/// The dialog and voice stages, overlapping: the reply's chunks are spoken
+/// as they are written.
+async fn compose(
+    ctx: &TurnContext,
+    message: &InboundMessage,
+    said: &Said,
+    prepared: Prepared,
+    budgets: &Budgets,
+    trace: &mut Trace,
+    notes: &mut Notes,
+) -> Composed {
+    let language = match (said, &ctx.tts) {
+        (Said::Speech(t), Some(_)) if !prepared.text_only => Language::from_code(&t.language),
+        _ => None,
+    };
+    let first = budgets.get(BudgetStage::DialogFirstToken);
+    let total = budgets.get(BudgetStage::DialogTotal);
+    let started = Instant::now();
+    let total_deadline = started + total.duration();
+    // With `next_provider` the LLM chain enforces the first-token budget
+    // per provider; the turn only caps the whole.
+    let first_deadline = match first.action {
+        Action::Template => Some(started + first.duration()),
+        _ => None,
+    };
+    let mut stream = ctx
+        .respond
+        .stream(message, said, prepared, Some(first.duration()))
+        .await;
+
+    let (tokens_tx, tokens_rx) = mpsc::channel::<String>(64);
+    let cancel_voice = CancellationToken::new();
+    let speaking = async {
+        match (language, &ctx.tts) {
+            (Some(language), Some(tts)) => Some(
+                voice::speak(
+                    tts.clone(),
+                    tokens_rx,
+                    language,
+                    &ctx.encode,
+                    budgets,
+                    cancel_voice.clone(),
+                )
+                .await,
+            ),
+            _ => None,
+        }
+    };
+    let writing = async {
+        let mut tokens_tx = Some(tokens_tx);
+        let mut text = String::new();
+        let mut first_at = None;
+        let overrun = loop {
+            let deadline = match (first_at, first_deadline) {
+                (None, Some(f)) => f.min(total_deadline),
+                _ => total_deadline,
+            };
+            match timeout_at(deadline.into(), stream.chunks.recv()).await {
+                Ok(Some(chunk)) => {
+                    first_at.get_or_insert_with(Instant::now);
+                    if !text.is_empty() && !text.ends_with(char::is_whitespace) {
+                        text.push(' ');
+                    }
+                    text.push_str(&chunk);
+                    if let Some(tx) = &tokens_tx {
+                        if tx.send(chunk).await.is_err() {
+                            tokens_tx = None;
+                        }
+                    }
+                }
+                Ok(None) => break None,
+                Err(_) if first_at.is_none() && Some(deadline) == first_deadline => {
+                    break Some(BudgetStage::DialogFirstToken)
+                }
+                Err(_) => break Some(BudgetStage::DialogTotal),
+            }
+        };
+        let ended = Instant::now();
+        drop(tokens_tx);
+        let meta = match overrun {
+            // The dialog is cut: what it wrote is not the reply.
+            Some(_) => None,
+            None => {
+                let left = total_deadline.max(Instant::now() + Duration::from_millis(50));
+                timeout_at(left.into(), &mut stream.done)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        if overrun.is_some() {
+            cancel_voice.cancel();
+        }
+        (text, first_at, ended, overrun, meta)
+    };
+    let (spoken, (text, first_at, ended, overrun, meta)) = tokio::join!(speaking, writing);
+    drop(stream);
+
+    let dialog_outcome = match overrun {
+        Some(budget) => SpanOutcome::Overrun {
+            budget,
+            action: Action::Template,
+        },
+        None => SpanOutcome::Ok,
+    };
+    trace.record_full(Stage::Dialog, started, first_at, ended, dialog_outcome);
+    if let Some(run) = &spoken {
+        run.record(trace);
+    }
+    let meta: ReplyMeta = meta.unwrap_or_default();
+    notes.intent = meta.intent.clone();
+    notes.fast_path = meta.fast_path;
+    if let Some(budget) = overrun {
+        notes
+            .degraded
+            .push(format!("{} over budget: template", budget.name()));
+        return Composed {
+            text: notices::LATE_ANSWER.into(),
+            voice: None,
+            silent: false,
+        };
+    }
+    if meta.silent {
+        return Composed {
+            text: String::new(),
+            voice: None,
+            silent: true,
+        };
+    }
+    if text.trim().is_empty() {
+        tracing::warn!(intent = ?meta.intent, "the reply is empty");
+        return Composed {
+            text: notices::UNANSWERED.into(),
+            voice: None,
+            silent: false,
+        };
+    }
+    let voice = match spoken.map(|r| r.note) {
+        Some(Ok(note)) if meta.spoken => {
+            tracing::info!(
+                provider = %note.provider,
+                bytes = note.bytes.len(),
+                audio_ms = note.info.duration_ms,
+                truncated = note.info.truncated,
+                "reply spoken"
+            );
+            Some(note.bytes)
+        }
+        Some(Err(NoVoice { reason, overrun })) if meta.spoken => {
+            tracing::warn!(%reason, "could not speak the reply; sending it as text");
+            notes.degraded.push(match overrun {
+                Some(b) => format!("{} over budget: send_text", b.name()),
+                None => format!("no voice: {reason}"),
+            });
+            None
+        }
+        _ => None,
+    };
+    Composed {
+        text,
+        voice,
+        silent: false,
+    }
+}
+
+/// Uploads the voice note within the `upload` budget; `None` sends text.
+async fn upload(
+    ctx: &TurnContext,
+    ogg: &[u8],
+    budgets: &Budgets,
+    trace: &mut Trace,
+    notes: &mut Notes,
+) -> Option<String> {
+    let budget = budgets.get(BudgetStage::Upload);
+    let started = Instant::now();
+    let bytes = bytes::Bytes::copy_from_slice(ogg);
+    let uploaded = tokio::time::timeout(budget.duration(), ctx.channel.upload_voice(bytes)).await;
+    let (id, outcome) = match uploaded {
+        Ok(Ok(id)) => (Some(id), SpanOutcome::Ok),
+        Ok(Err(e)) => (
+            None,
+            SpanOutcome::Error {
+                reason: e.to_string(),
+            },
+        ),
+        Err(_) => (
+            None,
+            SpanOutcome::Overrun {
+                budget: BudgetStage::Upload,
+                action: Action::SendText,
+            },
+        ),
+    };
+    if id.is_none() {
+        tracing::warn!(
+            ?outcome,
+            "voice note not uploaded; sending the reply as text"
+        );
+        notes.degraded.push("upload failed: send_text".into());
+    }
+    trace.record_full(Stage::Upload, started, None, Instant::now(), outcome);
+    id
+}
+
+/// The send stage within the `send` budget: the voice note when there is
+/// one, else the text.
+async fn send(
+    ctx: &TurnContext,
+    to: &str,
+    text: &str,
+    voice_id: Option<&str>,
+    budgets: &Budgets,
+    trace: &mut Trace,
+) -> Result<crate::channel::Sent, ChannelError> {
+    let budget = budgets.get(BudgetStage::Send);
+    let attempts = if budget.action == Action::RetryOnce {
+        2
+    } else {
+        1
+    };
+    let mut last = None;
+    for attempt in 1..=attempts {
+        let started = Instant::now();
+        let call = async {
+            match voice_id {
+                Some(id) => ctx.channel.send_voice(to, id).await,
+                None => ctx.channel.send_text(to, text).await,
+            }
+        };
+        match tokio::time::timeout(budget.duration(), call).await {
+            Ok(sent) => {
+                let outcome = match &sent {
+                    Ok(_) => SpanOutcome::Ok,
+                    Err(e) => SpanOutcome::Error {
+                        reason: e.to_string(),
+                    },
+                };
+                trace.record_full(Stage::Send, started, None, Instant::now(), outcome);
+                return sent;
+            }
+            Err(_) => {
+                let action = if attempt < attempts {
+                    Action::RetryOnce
+                } else {
+                    Action::Fail
+                };
+                trace.record_full(
+                    Stage::Send,
+                    started,
+                    None,
+                    Instant::now(),
+                    SpanOutcome::Overrun {
+                        budget: BudgetStage::Send,
+                        action,
+                    },
+                );
+                last = Some(ChannelError::Timeout(budget.duration()));
+            }
+        }
+    }
+    Err(last.unwrap_or(ChannelError::Timeout(budget.duration())))
 }
 
 /// Records that the channel accepted the reply. A failed write is tried

@@ -1,144 +1,308 @@
-//! The voice-reply stage: a [`Respond`] wrapper that speaks a reply its
-//! provider marked [spoken](Reply::spoken) and packs it as an Ogg/Opus voice
-//! note ([`Reply::voice`]), in the language of the customer's note.
+//! The voice stage of a turn: the reply's text chunks in, an Ogg/Opus voice
+//! note out, with its three budgets enforced as deadlines.
 //!
-//! The wrapped provider (the dialog) knows nothing of speech, and the
-//! [`TextToSpeech`] provider knows nothing of turns: this module composes
-//! them and owns the deadline. Speech that fails, or takes longer than
-//! `[tts] budget_ms`, is cancelled and the reply goes out as its text, with
-//! the reason in the log. Only a voice note with speech is answered by
-//! voice; typed messages keep getting text.
+//! The stages overlap and are joined by bounded channels: the dialog's
+//! chunks → the sentence aggregator → the TTS provider → the Opus encoder
+//! (on a blocking thread). The clock of `tts_first_audio` and `tts_total`
+//! starts when the first speakable text reaches the provider (waiting for
+//! the dialog is the dialog's budget); `encode` is the time from the last
+//! audio to the finished file. A stage that runs over is cancelled (the
+//! token reaches providers' own threads) and the turn sends the reply as
+//! text, which is the one action these budgets allow.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{Reply, Respond, Said};
-use crate::channel::InboundMessage;
-use crate::encode::EncodeConfig;
-use crate::tts::{self, Language, TextToSpeech};
+use super::budget::{Action, BudgetStage, Budgets};
+use super::trace::{SpanOutcome, Stage, Trace};
+use crate::encode::{EncodeConfig, NoteInfo, VoiceNoteEncoder};
+use crate::tts::aggregator::{self, AggregatorConfig};
+use crate::tts::{AudioChunk, Language, SpeechRequest, TextToSpeech};
 
-/// Speaks the replies of `respond` that are meant to be spoken.
-pub struct VoiceReply {
-    respond: Arc<dyn Respond>,
+/// Chunks between the stages; a reply is a few sentences, so these only
+/// fill when a stage downstream stalls.
+const IN_FLIGHT: usize = 16;
+
+/// A finished voice note.
+#[derive(Debug, Clone)]
+pub struct SpokenNote {
+    pub bytes: Vec<u8>,
+    pub info: NoteInfo,
+    pub provider: String,
+}
+
+/// Why there is no voice note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoVoice {
+    pub reason: String,
+    /// The budget that ran out, when one did.
+    pub overrun: Option<BudgetStage>,
+}
+
+/// What the voice stage did, with the instants the trace needs.
+#[derive(Debug)]
+pub struct VoiceRun {
+    pub note: Result<SpokenNote, NoVoice>,
+    /// When the first text reached the provider (the TTS span's start).
+    pub first_text: Option<Instant>,
+    pub first_audio: Option<Instant>,
+    pub last_audio: Option<Instant>,
+    /// When the stage ended, note finished or not.
+    pub ended: Instant,
+}
+
+impl VoiceRun {
+    /// Adds the `tts` and `encode` spans to `trace`.
+    pub fn record(&self, trace: &mut Trace) {
+        let Some(start) = self.first_text else {
+            return;
+        };
+        let outcome_of = |stages: &[BudgetStage]| match &self.note {
+            Ok(_) => SpanOutcome::Ok,
+            Err(NoVoice {
+                overrun: Some(b), ..
+            }) if stages.contains(b) => SpanOutcome::Overrun {
+                budget: *b,
+                action: Action::SendText,
+            },
+            Err(e) if stages.contains(&BudgetStage::TtsTotal) => SpanOutcome::Error {
+                reason: e.reason.clone(),
+            },
+            Err(_) => SpanOutcome::Ok,
+        };
+        let tts_end = self.last_audio.unwrap_or(self.ended);
+        let tts_outcome = match &self.note {
+            Err(NoVoice {
+                overrun: Some(BudgetStage::Encode),
+                ..
+            }) => SpanOutcome::Ok,
+            _ => outcome_of(&[BudgetStage::TtsFirstAudio, BudgetStage::TtsTotal]),
+        };
+        trace.record_full(Stage::Tts, start, self.first_audio, tts_end, tts_outcome);
+        if let Some(first_audio) = self.first_audio {
+            let outcome = match &self.note {
+                Err(NoVoice {
+                    overrun: Some(BudgetStage::Encode),
+                    ..
+                }) => outcome_of(&[BudgetStage::Encode]),
+                Err(e) if self.last_audio.is_some() => SpanOutcome::Error {
+                    reason: e.reason.clone(),
+                },
+                _ => SpanOutcome::Ok,
+            };
+            trace.record_full(Stage::Encode, first_audio, None, self.ended, outcome);
+        }
+    }
+}
+
+/// Speaks `tokens` (the reply as it is written) into a voice note within
+/// the `tts_first_audio`, `tts_total` and `encode` budgets.
+pub async fn speak(
     tts: Arc<dyn TextToSpeech>,
-    encode: EncodeConfig,
-    budget: Duration,
+    tokens: mpsc::Receiver<String>,
+    language: Language,
+    encode: &EncodeConfig,
+    budgets: &Budgets,
+    cancel: CancellationToken,
+) -> VoiceRun {
+    let (chunks_tx, mut chunks_rx) = mpsc::channel::<String>(IN_FLIGHT);
+    let chunking = tokio::spawn(aggregator::speakable_chunks(
+        tokens,
+        chunks_tx,
+        language,
+        AggregatorConfig::default(),
+    ));
+    let (text_tx, text_rx) = mpsc::channel::<String>(IN_FLIGHT);
+    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioChunk>(IN_FLIGHT);
+    let speaking = {
+        let (tts, cancel) = (tts.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tts.speak(&SpeechRequest { language }, text_rx, audio_tx, cancel)
+                .await
+        })
+    };
+    let (pcm_tx, pcm_rx) = mpsc::channel::<AudioChunk>(IN_FLIGHT);
+    let encoding = {
+        let config = encode.clone();
+        tokio::task::spawn_blocking(move || encode_all(pcm_rx, &config))
+    };
+
+    let first_audio_budget = budgets.get(BudgetStage::TtsFirstAudio).duration();
+    let total_budget = budgets.get(BudgetStage::TtsTotal).duration();
+    let mut run = VoiceRun {
+        note: Err(NoVoice {
+            reason: "no speech".into(),
+            overrun: None,
+        }),
+        first_text: None,
+        first_audio: None,
+        last_audio: None,
+        ended: Instant::now(),
+    };
+    let mut text_tx = Some(text_tx);
+    let mut pcm_tx = Some(pcm_tx);
+    let mut text_open = true;
+    let stopped: Option<NoVoice> = loop {
+        // The deadline in force: none until text reaches the provider.
+        let deadline = run.first_text.map(|t| match run.first_audio {
+            None => (t + first_audio_budget).min(t + total_budget),
+            Some(_) => t + total_budget,
+        });
+        let overrun_stage = if run.first_audio.is_none() && first_audio_budget <= total_budget {
+            BudgetStage::TtsFirstAudio
+        } else {
+            BudgetStage::TtsTotal
+        };
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chunk = chunks_rx.recv(), if text_open => match chunk {
+                Some(chunk) => {
+                    run.first_text.get_or_insert_with(Instant::now);
+                    let Some(tx) = &text_tx else { continue };
+                    let limit = deadline.unwrap_or_else(|| Instant::now() + total_budget);
+                    match timeout_at(limit.into(), tx.send(chunk)).await {
+                        Ok(Ok(())) => {}
+                        // The provider stopped reading: its result says why.
+                        Ok(Err(_)) => text_tx = None,
+                        Err(_) => break Some(NoVoice {
+                            reason: "the speech provider stopped taking text".into(),
+                            overrun: Some(overrun_stage),
+                        }),
+                    }
+                }
+                None => {
+                    text_open = false;
+                    text_tx = None;
+                }
+            },
+            audio = audio_rx.recv() => match audio {
+                Some(chunk) => {
+                    let now = Instant::now();
+                    run.first_audio.get_or_insert(now);
+                    run.last_audio = Some(now);
+                    if let Some(tx) = &pcm_tx {
+                        if tx.send(chunk).await.is_err() {
+                            // The encoder failed; its result says why.
+                            pcm_tx = None;
+                        }
+                    }
+                }
+                None => break None,
+            },
+            () = expired => break Some(NoVoice {
+                reason: format!(
+                    "speech ran over the {} budget",
+                    overrun_stage.name()
+                ),
+                overrun: Some(overrun_stage),
+            }),
+        }
+    };
+    drop(pcm_tx);
+    drop(text_tx);
+    if let Some(stop) = stopped {
+        cancel.cancel();
+        speaking.abort();
+        chunking.abort();
+        run.ended = Instant::now();
+        run.note = Err(stop);
+        return run;
+    }
+    chunking.abort();
+    let report = match speaking.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            run.ended = Instant::now();
+            run.note = Err(NoVoice {
+                reason: e.to_string(),
+                overrun: None,
+            });
+            return run;
+        }
+        Err(e) => {
+            run.ended = Instant::now();
+            run.note = Err(NoVoice {
+                reason: format!("speech task failed: {e}"),
+                overrun: None,
+            });
+            return run;
+        }
+    };
+    let encode_deadline = Instant::now() + budgets.get(BudgetStage::Encode).duration();
+    let encoded = timeout_at(encode_deadline.into(), encoding).await;
+    run.ended = Instant::now();
+    run.note = match encoded {
+        Ok(Ok(Ok(Some((bytes, info))))) => Ok(SpokenNote {
+            bytes,
+            info,
+            provider: report.provider,
+        }),
+        Ok(Ok(Ok(None))) => Err(NoVoice {
+            reason: format!("{} produced no audio", report.provider),
+            overrun: None,
+        }),
+        Ok(Ok(Err(e))) => Err(NoVoice {
+            reason: format!("encoding failed: {e}"),
+            overrun: None,
+        }),
+        Ok(Err(e)) => Err(NoVoice {
+            reason: format!("encoder thread failed: {e}"),
+            overrun: None,
+        }),
+        Err(_) => Err(NoVoice {
+            reason: "encoding ran over its budget".into(),
+            overrun: Some(BudgetStage::Encode),
+        }),
+    };
+    run
 }
 
-impl VoiceReply {
-    pub fn new(
-        respond: Arc<dyn Respond>,
-        tts: Arc<dyn TextToSpeech>,
-        encode: EncodeConfig,
-        budget: Duration,
-    ) -> Self {
-        Self {
-            respond,
-            tts,
-            encode,
-            budget,
-        }
-    }
-
-    /// The voice note for `text`, or why there is none.
-    async fn speak(&self, text: &str, language: Language) -> Result<Bytes, String> {
-        let cancel = CancellationToken::new();
-        let spoken = tokio::time::timeout(
-            self.budget,
-            tts::voice_note(
-                self.tts.as_ref(),
-                text,
-                language,
-                &self.encode,
-                cancel.clone(),
-            ),
-        )
-        .await;
-        match spoken {
-            Ok(Ok((note, report))) => {
-                tracing::info!(
-                    provider = %report.provider,
-                    first_audio_ms = report.first_audio.map(|d| d.as_millis() as u64),
-                    audio_ms = report.audio.as_millis() as u64,
-                    bytes = note.bytes.len(),
-                    truncated = note.info.truncated,
-                    "reply spoken"
-                );
-                Ok(Bytes::from(note.bytes))
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
-                // Dropping the future already stops it; the token also
-                // reaches work a provider runs on other threads.
-                cancel.cancel();
-                Err(format!(
-                    "no voice note within the budget of {} ms",
-                    self.budget.as_millis()
-                ))
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Respond for VoiceReply {
-    async fn respond(&self, message: &InboundMessage, said: &Said) -> Reply {
-        let mut reply = self.respond.respond(message, said).await;
-        let Said::Speech(transcript) = said else {
-            return reply;
+/// The encoder's thread: PCM chunks in until the channel closes, the
+/// finished file out (`None` when no audio came).
+fn encode_all(
+    mut pcm: mpsc::Receiver<AudioChunk>,
+    config: &EncodeConfig,
+) -> Result<Option<(Vec<u8>, NoteInfo)>, crate::encode::EncodeError> {
+    let mut encoder: Option<VoiceNoteEncoder> = None;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = pcm.blocking_recv() {
+        let encoder = match &mut encoder {
+            Some(e) => e,
+            None => encoder.insert(VoiceNoteEncoder::new(chunk.sample_rate, config)?),
         };
-        if !reply.spoken || reply.voice.is_some() || reply.is_silent() {
-            return reply;
-        }
-        let Some(language) = Language::from_code(&transcript.language) else {
-            tracing::warn!(
-                language = %transcript.language,
-                "no voice for the note's language; sending the reply as text"
-            );
-            return reply;
-        };
-        let started = Instant::now();
-        match self.speak(&reply.text, language).await {
-            Ok(voice) => reply.voice = Some(voice),
-            Err(reason) => tracing::warn!(
-                reason = %reason,
-                tts_ms = started.elapsed().as_millis() as u64,
-                "could not speak the reply; sending it as text"
-            ),
-        }
-        reply
+        bytes.extend(encoder.push(&chunk.samples)?);
     }
+    let Some(encoder) = encoder else {
+        return Ok(None);
+    };
+    let (tail, info) = encoder.finish()?;
+    bytes.extend(tail);
+    Ok(Some((bytes, info)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::Content;
-    use crate::stt::{Transcript, Window};
-    use crate::tts::{AudioChunk, SpeechReport, SpeechRequest, TtsError};
-    use tokio::sync::mpsc;
+    use crate::pipeline::budget::Budget;
+    use crate::tts::{SpeechReport, TtsError};
+    use std::time::Duration;
 
-    /// Answers every message with a reply the provider wants spoken.
-    struct Spoken;
-
-    #[async_trait::async_trait]
-    impl Respond for Spoken {
-        async fn respond(&self, _: &InboundMessage, said: &Said) -> Reply {
-            match said {
-                Said::Speech(_) => Reply::spoken("Order 1842 is on its way."),
-                _ => Reply::text("Order 1842 is on its way."),
-            }
-        }
-    }
-
-    /// A provider that speaks a tone, fails, or never answers.
+    /// A provider that speaks a tone per chunk, fails, never answers, or
+    /// answers once and then stalls.
     enum Fake {
         Tone,
         Fails,
         Hangs,
+        Stalls,
     }
 
     #[async_trait::async_trait]
@@ -154,20 +318,19 @@ mod tests {
             audio: mpsc::Sender<AudioChunk>,
             cancel: CancellationToken,
         ) -> Result<SpeechReport, TtsError> {
+            let tone = || AudioChunk {
+                sample_rate: 16_000,
+                samples: (0..8_000).map(|i| (i as f32 * 0.1).sin() * 0.3).collect(),
+            };
             match self {
                 Fake::Tone => {
                     while text.recv().await.is_some() {
-                        let samples = (0..16_000).map(|i| (i as f32 * 0.1).sin() * 0.3).collect();
-                        let chunk = AudioChunk {
-                            sample_rate: 16_000,
-                            samples,
-                        };
-                        audio.send(chunk).await.map_err(|_| TtsError::Cancelled)?;
+                        audio.send(tone()).await.map_err(|_| TtsError::Cancelled)?;
                     }
                     Ok(SpeechReport {
                         provider: "fake".into(),
                         first_audio: Some(Duration::ZERO),
-                        audio: Duration::from_secs(1),
+                        audio: Duration::from_millis(500),
                     })
                 }
                 Fake::Fails => Err(TtsError::Unavailable {
@@ -178,69 +341,94 @@ mod tests {
                     cancel.cancelled().await;
                     Err(TtsError::Cancelled)
                 }
+                Fake::Stalls => {
+                    text.recv().await;
+                    audio.send(tone()).await.map_err(|_| TtsError::Cancelled)?;
+                    cancel.cancelled().await;
+                    Err(TtsError::Cancelled)
+                }
             }
         }
     }
 
-    fn voice(tts: Fake) -> VoiceReply {
-        VoiceReply::new(
-            Arc::new(Spoken),
+    fn budgets(first_audio_ms: u64, total_ms: u64) -> Budgets {
+        let mut b = Budgets::default();
+        let send_text = |ms| Budget {
+            ms,
+            action: Action::SendText,
+        };
+        b.set(BudgetStage::TtsFirstAudio, send_text(first_audio_ms))
+            .unwrap();
+        b.set(BudgetStage::TtsTotal, send_text(total_ms)).unwrap();
+        b
+    }
+
+    async fn run(tts: Fake, b: &Budgets) -> VoiceRun {
+        let (tx, rx) = mpsc::channel(8);
+        for t in ["Order 1842 ", "is on its way. ", "It arrives on Friday."] {
+            tx.send(t.to_string()).await.unwrap();
+        }
+        drop(tx);
+        speak(
             Arc::new(tts),
-            EncodeConfig::default(),
-            Duration::from_millis(200),
+            rx,
+            Language::En,
+            &EncodeConfig::default(),
+            b,
+            CancellationToken::new(),
         )
-    }
-
-    fn inbound() -> InboundMessage {
-        InboundMessage {
-            id: "w1".into(),
-            from: "15550001842".into(),
-            to: "106540352242922".into(),
-            timestamp: 1_744_344_496,
-            profile_name: None,
-            content: Content::Text {
-                body: String::new(),
-            },
-        }
-    }
-
-    fn speech(language: &str) -> Said {
-        Said::Speech(Transcript {
-            language: language.into(),
-            text: "Where is my order 1842?".into(),
-            segments: Vec::new(),
-            confidence: 0.9,
-            no_speech_probability: 0.0,
-            window: Window::Full,
-        })
+        .await
     }
 
     #[tokio::test]
-    async fn a_spoken_reply_to_a_voice_note_carries_a_voice_note() {
-        let reply = voice(Fake::Tone).respond(&inbound(), &speech("en")).await;
-        let ogg = reply.voice.expect("a voice note");
-        assert!(ogg.starts_with(b"OggS"));
-        assert_eq!(reply.text, "Order 1842 is on its way.");
+    async fn text_becomes_a_voice_note_with_its_spans() {
+        let r = run(Fake::Tone, &Budgets::default()).await;
+        let note = r.note.as_ref().expect("a voice note");
+        assert!(note.bytes.starts_with(b"OggS"));
+        assert!(note.info.duration_ms >= 500, "{:?}", note.info);
+        let mut trace = Trace::start();
+        r.record(&mut trace);
+        let stages: Vec<_> = trace.spans.iter().map(|s| s.stage).collect();
+        assert_eq!(stages, [Stage::Tts, Stage::Encode]);
+        assert!(trace.spans.iter().all(|s| s.outcome == SpanOutcome::Ok));
+        assert!(trace.spans[0].first_ms.is_some());
     }
 
     #[tokio::test]
-    async fn typed_messages_and_unknown_languages_get_text() {
-        let v = voice(Fake::Tone);
-        let typed = v.respond(&inbound(), &Said::Text("x".into())).await;
-        assert!(typed.voice.is_none());
-        let klingon = v.respond(&inbound(), &speech("tlh")).await;
-        assert!(klingon.voice.is_none());
-        assert_eq!(klingon.text, "Order 1842 is on its way.");
+    async fn a_provider_that_never_answers_is_cut_at_first_audio() {
+        let b = budgets(150, 2_000);
+        let started = Instant::now();
+        let r = run(Fake::Hangs, &b).await;
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(1_000), "{waited:?}");
+        let e = r.note.as_ref().unwrap_err();
+        assert_eq!(e.overrun, Some(BudgetStage::TtsFirstAudio));
+        let mut trace = Trace::start();
+        r.record(&mut trace);
+        assert_eq!(
+            trace.spans[0].outcome,
+            SpanOutcome::Overrun {
+                budget: BudgetStage::TtsFirstAudio,
+                action: Action::SendText
+            }
+        );
     }
 
     #[tokio::test]
-    async fn failed_or_late_speech_falls_back_to_text() {
-        for tts in [Fake::Fails, Fake::Hangs] {
-            let started = Instant::now();
-            let reply = voice(tts).respond(&inbound(), &speech("en")).await;
-            assert!(reply.voice.is_none());
-            assert_eq!(reply.text, "Order 1842 is on its way.");
-            assert!(started.elapsed() < Duration::from_secs(2));
-        }
+    async fn a_stalled_stream_is_cut_at_the_total_budget() {
+        let b = budgets(1_000, 300);
+        let started = Instant::now();
+        let r = run(Fake::Stalls, &b).await;
+        assert!(started.elapsed() < Duration::from_millis(1_200));
+        let e = r.note.unwrap_err();
+        assert_eq!(e.overrun, Some(BudgetStage::TtsTotal), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_gives_its_reason() {
+        let r = run(Fake::Fails, &Budgets::default()).await;
+        let e = r.note.unwrap_err();
+        assert_eq!(e.overrun, None);
+        assert!(e.reason.contains("connection refused"), "{e:?}");
     }
 }

@@ -13,8 +13,9 @@
 pub mod workers;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,14 +32,15 @@ use crate::channel::{Channel, ChannelError};
 use crate::config::{Config, ConfigError};
 use crate::dialog::stage::DialogError;
 use crate::dialog::DialogStage;
+use crate::pipeline::budget::{BudgetHandle, BudgetStage};
 use crate::pipeline::dialog::DialogRespond;
 use crate::pipeline::reply::{Echo, Respond};
-use crate::pipeline::turn::TurnContext;
-use crate::pipeline::voice::VoiceReply;
+use crate::pipeline::turn::{Arrival, TurnContext};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Queue, Store, StoreError};
-use crate::stt::{SpeechToText, SttError};
-use crate::tts::TtsError;
+use crate::store::{Queue, Store, StoreError, Traces};
+use crate::stt::whisper::WhisperStt;
+use crate::stt::{SpeechToText, SttConfig, SttError};
+use crate::tts::{TextToSpeech, TtsError};
 use workers::Workers;
 
 /// `[service]` in `voxline.toml`.
@@ -117,6 +119,7 @@ pub struct Service {
     workers: Workers,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    budgets: BudgetHandle,
 }
 
 #[derive(Clone)]
@@ -143,6 +146,7 @@ impl Service {
         let store = SqliteStore::open(&config.store)?;
         let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
         let mut operator = None;
+        let mut tts = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
                 let stage = DialogStage::open(config.dialog())
@@ -153,27 +157,42 @@ impl Service {
                     stage.sessions().clone(),
                     token.map(|t| t.expose().to_string()),
                 ));
-                let tts = Arc::new(crate::tts::from_config(&config.tts)?);
-                Arc::new(VoiceReply::new(
-                    Arc::new(DialogRespond::new(stage)),
-                    tts,
-                    config.encode.clone(),
-                    Duration::from_millis(config.tts.budget_ms),
-                ))
+                tts =
+                    Some(Arc::new(crate::tts::from_config(&config.tts)?) as Arc<dyn TextToSpeech>);
+                Arc::new(DialogRespond::new(stage))
             }
             ReplyProvider::Echo => Arc::new(Echo),
         };
+        let stt_fast = match &config.stt.fallback_model {
+            Some(model) => {
+                let fast = SttConfig {
+                    model: model.clone(),
+                    ..config.stt.clone()
+                };
+                let loaded = tokio::task::spawn_blocking(move || WhisperStt::load(&fast))
+                    .await
+                    .map_err(|e| ServeError::Server(std::io::Error::other(e)))??;
+                Some(Arc::new(loaded) as Arc<dyn SpeechToText>)
+            }
+            None => None,
+        };
+        let budgets = BudgetHandle::new(config.budgets.clone());
         tracing::info!(reply = ?config.service.reply, "reply provider ready");
         let model = stt.name().to_string();
         let ctx = Arc::new(TurnContext {
             channel,
             queue: Arc::new(store.clone()) as Arc<dyn Queue>,
+            traces: Arc::new(store.clone()) as Arc<dyn Traces>,
             stt,
+            stt_fast,
             stt_permits: Arc::new(Semaphore::new(config.service.stt_concurrency.max(1))),
             respond,
+            tts,
+            encode: config.encode.clone(),
             media: config.media.clone(),
             fetch_retry: config.whatsapp.retry_policy(),
             mark_read: config.whatsapp.mark_read,
+            budgets: budgets.clone(),
         });
         let workers = Workers::new(ctx, config.service.workers);
 
@@ -182,16 +201,26 @@ impl Service {
             tracing::info!(turns = unfinished.len(), "resuming unfinished turns");
         }
         for turn in unfinished {
-            workers.submit(&turn.message.from, turn.message.id);
+            workers.submit(&turn.message.from, turn.message.id, None);
         }
 
         let on_accepted = {
             let workers = workers.clone();
-            Arc::new(move |messages: Vec<crate::channel::InboundMessage>| {
-                for m in messages {
-                    workers.submit(&m.from, m.id);
-                }
-            })
+            Arc::new(
+                move |messages: Vec<crate::channel::InboundMessage>, at: Instant| {
+                    let arrival = Arrival {
+                        at,
+                        ack: at.elapsed(),
+                    };
+                    for m in messages {
+                        workers.submit(&m.from, m.id, Some(arrival));
+                    }
+                },
+            )
+        };
+        let ack_budget = {
+            let budgets = budgets.clone();
+            Arc::new(move || budgets.snapshot().get(BudgetStage::Ack).duration())
         };
         let webhook = webhook::routes(Arc::new(WebhookState {
             app_secret: credentials.app_secret,
@@ -199,10 +228,12 @@ impl Service {
             phone_number_id: credentials.phone_number_id,
             inbox: Arc::new(store.clone()),
             on_accepted,
+            ack_budget,
         }));
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
             .with_state(AppState {
                 store: Arc::new(store.clone()),
                 model,
@@ -219,6 +250,11 @@ impl Service {
             .local_addr()
             .map_err(|source| ServeError::Listen { addr, source })?;
         let stop = CancellationToken::new();
+        tokio::spawn(prune_traces(
+            store.clone(),
+            Duration::from_secs(config.store.trace_retention_hours.saturating_mul(3600)),
+            stop.clone(),
+        ));
         let grace = Duration::from_millis(config.service.shutdown_grace_ms);
         let task = {
             let stop = stop.clone();
@@ -240,7 +276,24 @@ impl Service {
             workers,
             stop,
             task,
+            budgets,
         })
+    }
+
+    /// The budgets in force.
+    pub fn budgets(&self) -> &BudgetHandle {
+        &self.budgets
+    }
+
+    /// Reloads the budgets from `path` on SIGHUP and when it changes,
+    /// until the service stops.
+    pub fn watch_budgets(&self, path: PathBuf) {
+        tokio::spawn(crate::pipeline::budget::watch(
+            self.budgets.clone(),
+            path,
+            Duration::from_secs(1),
+            self.stop.clone(),
+        ));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -280,10 +333,41 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::global().encode(),
+    )
+}
+
+/// Deletes traces older than `keep`, hourly, until `stop`.
+async fn prune_traces(store: SqliteStore, keep: Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(keep)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        match store.prune_traces(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(traces = n, "old turn traces deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old turn traces"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Runs the service until SIGTERM or Ctrl-C: the entry point of
-/// `voxline serve`. `load_stt` is called once on a blocking thread.
+/// `voxline serve`. `load_stt` is called once on a blocking thread; the
+/// budgets reload from `config_file` when it changes or on SIGHUP.
 pub async fn serve(
     config: Config,
+    config_file: Option<PathBuf>,
     load_stt: impl FnOnce() -> Result<Arc<dyn SpeechToText>, SttError> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.whatsapp.validate()?;
@@ -291,6 +375,9 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Server(std::io::Error::other(e)))??;
     let service = Service::start(&config, stt).await?;
+    if let Some(path) = config_file {
+        service.watch_budgets(path);
+    }
     shutdown_signal().await;
     tracing::info!("shutdown requested");
     service.stop().await

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::pipeline::turn::{run_turn, TurnContext};
+use crate::pipeline::turn::{run_turn, Arrival, TurnContext};
 
 /// Tries of a turn whose store write failed, before its lane moves on.
 const STORE_RETRIES: u32 = 3;
@@ -30,7 +30,7 @@ pub struct Workers {
 
 struct Inner {
     ctx: Arc<TurnContext>,
-    lanes: Mutex<HashMap<String, VecDeque<String>>>,
+    lanes: Mutex<HashMap<String, VecDeque<(String, Option<Arrival>)>>>,
     permits: Semaphore,
     tasks: TaskTracker,
     /// No new turns start.
@@ -62,17 +62,22 @@ impl Workers {
 
     /// Queues message `message_id` from `customer` behind that customer's
     /// earlier messages. Does not wait.
-    pub fn submit(&self, customer: &str, message_id: String) {
+    /// `arrival` is when its webhook came in (none for a resumed turn).
+    pub fn submit(&self, customer: &str, message_id: String, arrival: Option<Arrival>) {
         if self.inner.draining.is_cancelled() {
             // It is in the store; the next start picks it up.
             return;
         }
+        crate::metrics::global().queue_depth().inc();
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(lane) = lanes.get_mut(customer) {
-            lane.push_back(message_id);
+            lane.push_back((message_id, arrival));
             return;
         }
-        lanes.insert(customer.to_string(), VecDeque::from([message_id]));
+        lanes.insert(
+            customer.to_string(),
+            VecDeque::from([(message_id, arrival)]),
+        );
         drop(lanes);
         let inner = self.inner.clone();
         let customer = customer.to_string();
@@ -115,7 +120,9 @@ impl Inner {
                 }
                 next
             };
-            let Some(message_id) = next else { return };
+            let Some((message_id, arrival)) = next else {
+                return;
+            };
             if self.draining.is_cancelled() {
                 return;
             }
@@ -124,9 +131,16 @@ impl Inner {
                 () = self.draining.cancelled() => return,
             };
             let Ok(_permit) = permit else { return };
-            tokio::select! {
-                () = self.turn(&message_id) => {}
-                () = self.abort.cancelled() => return,
+            let metrics = crate::metrics::global();
+            metrics.queue_depth().dec();
+            metrics.in_flight().inc();
+            let aborted = tokio::select! {
+                () = self.turn(&message_id, arrival) => false,
+                () = self.abort.cancelled() => true,
+            };
+            metrics.in_flight().dec();
+            if aborted {
+                return;
             }
             let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(lane) = lanes.get_mut(&customer) {
@@ -135,9 +149,10 @@ impl Inner {
         }
     }
 
-    async fn turn(&self, message_id: &str) {
+    async fn turn(&self, message_id: &str, arrival: Option<Arrival>) {
         for attempt in 1..=STORE_RETRIES {
-            match run_turn(&self.ctx, message_id).await {
+            // A retry's wait is the turn's too: keep its zero.
+            match run_turn(&self.ctx, message_id, arrival).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::error!(wamid = message_id, attempt, error = %e, "turn stopped by a store error");

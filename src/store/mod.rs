@@ -26,6 +26,8 @@ pub struct StoreConfig {
     /// SQLite's `synchronous` setting: `full` (default) or `normal`. See
     /// [`sqlite`] for the trade-off.
     pub synchronous: Synchronous,
+    /// How long turn traces are kept, in hours. Default 168 (a week).
+    pub trace_retention_hours: u64,
 }
 
 impl Default for StoreConfig {
@@ -33,6 +35,7 @@ impl Default for StoreConfig {
         Self {
             data_dir: PathBuf::from("var"),
             synchronous: Synchronous::Full,
+            trace_retention_hours: 168,
         }
     }
 }
@@ -168,6 +171,22 @@ pub trait Queue: Send + Sync {
     async fn unfinished(&self) -> Result<Vec<Turn>, StoreError>;
     async fn turn(&self, message_id: &str) -> Result<Turn, StoreError>;
     async fn advance(&self, message_id: &str, progress: Progress<'_>) -> Result<(), StoreError>;
+}
+
+/// The finished turns' traces, kept for `[store] trace_retention_hours`.
+#[async_trait::async_trait]
+pub trait Traces: Send + Sync {
+    /// Keeps a finished turn's trace (a resumed turn's replaces the old).
+    async fn save_trace(&self, trace: &crate::pipeline::trace::TurnTrace)
+        -> Result<(), StoreError>;
+    /// The newest traces first, at most `limit`.
+    async fn recent_traces(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::pipeline::trace::TurnTrace>, StoreError>;
+    /// Deletes traces of turns that started before `before_unix_ms`;
+    /// returns how many went.
+    async fn prune_traces(&self, before_unix_ms: i64) -> Result<usize, StoreError>;
 }
 
 /// The inbox and queue of one deployment.

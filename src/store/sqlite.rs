@@ -26,6 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Inbox, Progress, Queue, Store, StoreConfig, StoreError, Synchronous, Turn, TurnState};
 use crate::channel::{InboundMessage, StatusUpdate};
+use crate::pipeline::trace::TurnTrace;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS webhook_errors (
     title       TEXT NOT NULL,
     received_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS turn_traces (
+    message_id  TEXT PRIMARY KEY,
+    started_at  INTEGER NOT NULL,
+    trace       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turn_traces_started ON turn_traces (started_at);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at INTEGER NOT NULL
@@ -473,10 +480,119 @@ impl Store for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::store::Traces for SqliteStore {
+    async fn save_trace(&self, trace: &TurnTrace) -> Result<(), StoreError> {
+        let json = serde_json::to_string(trace)
+            .map_err(|e| StoreError::Database(format!("trace not serialisable: {e}")))?;
+        let (id, started) = (trace.message_id.clone(), trace.started_unix_ms);
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO turn_traces (message_id, started_at, trace) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (message_id) DO UPDATE
+                 SET started_at = excluded.started_at, trace = excluded.trace",
+                rusqlite::params![id, started, json],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn recent_traces(&self, limit: usize) -> Result<Vec<TurnTrace>, StoreError> {
+        let limit = limit.min(10_000) as i64;
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT message_id, trace FROM turn_traces
+                     ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db)?;
+            let mut traces = Vec::new();
+            for row in rows {
+                let (id, json) = row.map_err(db)?;
+                match serde_json::from_str(&json) {
+                    Ok(t) => traces.push(t),
+                    // One unreadable trace (written by another version)
+                    // must not hide the others.
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "unreadable trace skipped")
+                    }
+                }
+            }
+            Ok(traces)
+        })
+        .await
+    }
+
+    async fn prune_traces(&self, before_unix_ms: i64) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM turn_traces WHERE started_at < ?1",
+                [before_unix_ms],
+            )
+            .map_err(db)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channel::Content;
+    use crate::store::Traces;
+
+    fn trace(id: &str, started: i64) -> TurnTrace {
+        TurnTrace {
+            message_id: id.into(),
+            from: "1".into(),
+            kind: "audio".into(),
+            started_unix_ms: started,
+            spans: Vec::new(),
+            turn_ms: 420.0,
+            sequential_ms: 600.0,
+            end: crate::pipeline::trace::TurnEnd::Voice,
+            transcript: None,
+            language: None,
+            intent: None,
+            fast_path: None,
+            reply_text: None,
+            reply_bytes: None,
+            audio_ms: None,
+            note: None,
+            budgets_ms: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn traces_are_kept_newest_first_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for (id, at) in [("a", 1_000), ("b", 3_000), ("c", 2_000)] {
+            store.save_trace(&trace(id, at)).await.unwrap();
+        }
+        // A resumed turn's trace replaces its first one.
+        let mut again = trace("a", 4_000);
+        again.turn_ms = 99.0;
+        store.save_trace(&again).await.unwrap();
+        let ids: Vec<_> = store
+            .recent_traces(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.message_id)
+            .collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(store.recent_traces(1).await.unwrap()[0].turn_ms, 99.0);
+        assert_eq!(store.prune_traces(2_500).await.unwrap(), 1);
+        assert_eq!(store.recent_traces(10).await.unwrap().len(), 2);
+    }
 
     fn message(id: &str, from: &str) -> InboundMessage {
         InboundMessage {

@@ -43,6 +43,11 @@ pub struct SttConfig {
     /// decodes of up to 224 tokens each (over a minute for a 3 s note on 2
     /// cores); loops are caught by the checks above instead.
     pub temperature_fallback: bool,
+    /// A faster model for the `faster_model` action of the `stt` budget: a
+    /// note whose transcription runs over budget is redone with it. Default
+    /// none (the action then asks the customer to type). `tiny.en-q8_0`
+    /// suits a service whose main model is `base`.
+    pub fallback_model: Option<String>,
 }
 
 impl Default for SttConfig {
@@ -59,6 +64,7 @@ impl Default for SttConfig {
             max_compression_ratio: 2.4,
             max_tokens_per_second: 12.0,
             temperature_fallback: false,
+            fallback_model: None,
         }
     }
 }

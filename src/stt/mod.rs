@@ -54,6 +54,9 @@ pub struct Transcript {
 pub struct TranscribeOptions {
     /// Force a language (ISO 639-1); `None` uses the configured one.
     pub language: Option<String>,
+    /// Set to stop the transcription early (its budget ran out); the call
+    /// then returns [`SttError::Aborted`].
+    pub abort: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,8 @@ pub enum SttError {
     Whisper(String),
     #[error("no audio to transcribe")]
     Empty,
+    #[error("transcription stopped before it finished")]
+    Aborted,
 }
 
 /// A speech-to-text provider.

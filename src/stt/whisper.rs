@@ -11,6 +11,8 @@
 //! result passes [`super::guard::check`] and is redone on the full window when
 //! it fails.
 
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use whisper_rs::{
@@ -143,7 +145,11 @@ impl WhisperStt {
         speech: &[f32],
         language: &str,
         audio_ctx: u32,
+        abort: Option<&AtomicBool>,
     ) -> Result<Pass, SttError> {
+        if abort.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Err(SttError::Aborted);
+        }
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.config.threads.max(1) as i32);
         params.set_language(Some(language));
@@ -160,9 +166,19 @@ impl WhisperStt {
             params.set_temperature_inc(0.0);
         }
         params.set_max_tokens(self.max_tokens(speech.len()));
-        state
-            .full(params, speech)
-            .map_err(|e| SttError::Whisper(e.to_string()))?;
+        if let Some(flag) = abort {
+            // SAFETY: the callback reads `flag` through the pointer only
+            // while `full` runs, and `flag` outlives this call.
+            unsafe {
+                params.set_abort_callback(Some(abort_requested));
+                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut c_void);
+            }
+        }
+        let done = state.full(params, speech);
+        if abort.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Err(SttError::Aborted);
+        }
+        done.map_err(|e| SttError::Whisper(e.to_string()))?;
 
         let eot = self.ctx.token_eot();
         let mut pass = Pass {
@@ -218,6 +234,13 @@ impl WhisperStt {
     }
 }
 
+/// whisper.cpp's abort callback: whether the flag behind `user_data` is set.
+unsafe extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
+    // SAFETY: `run` passes a pointer to an AtomicBool that outlives `full`.
+    let flag = unsafe { &*(user_data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
 impl WhisperStt {
     /// Decodes on the fitted window when there is one, checks the result and
     /// falls back to the full window when the check fails.
@@ -227,11 +250,12 @@ impl WhisperStt {
         input: &[f32],
         language: &str,
         audio_ms: u64,
+        abort: Option<&AtomicBool>,
     ) -> Result<(Pass, Window), SttError> {
         let Some(ctx) = self.fitted_ctx(input.len()) else {
-            return Ok((self.run(state, input, language, 0)?, Window::Full));
+            return Ok((self.run(state, input, language, 0, abort)?, Window::Full));
         };
-        let pass = self.run(state, input, language, ctx)?;
+        let pass = self.run(state, input, language, ctx, abort)?;
         let limits = Limits {
             max_compression_ratio: self.config.max_compression_ratio,
             max_tokens_per_second: self.config.max_tokens_per_second,
@@ -240,7 +264,7 @@ impl WhisperStt {
             Ok(()) => Ok((pass, Window::Fitted { audio_ctx: ctx })),
             Err(rejection) => {
                 tracing::warn!(audio_ctx = ctx, %rejection, "fitted window rejected, redoing on the full window");
-                let full = self.run(state, input, language, 0)?;
+                let full = self.run(state, input, language, 0, abort)?;
                 Ok((
                     full,
                     Window::FullAfterRejection {
@@ -273,7 +297,8 @@ impl SpeechToText for WhisperStt {
         };
 
         let mut state = self.take_state()?;
-        let result = self.decode_guarded(&mut state, input, &language, audio_ms);
+        let abort = options.abort.as_deref();
+        let result = self.decode_guarded(&mut state, input, &language, audio_ms, abort);
         self.give_back(state);
         let (pass, window) = result?;
 

@@ -71,9 +71,16 @@ impl TextToSpeech for FallbackTts {
                 .await;
             match outcome {
                 Outcome::Spoke(report) => return Ok(report),
-                Outcome::Failed(error) => return Err(error),
+                Outcome::Failed(TtsError::Cancelled) => return Err(TtsError::Cancelled),
+                Outcome::Failed(error) => {
+                    crate::metrics::global().provider_error("tts", provider.name());
+                    return Err(error);
+                }
                 Outcome::FailedSilently(TtsError::Cancelled) => return Err(TtsError::Cancelled),
                 Outcome::FailedSilently(error) => {
+                    let metrics = crate::metrics::global();
+                    metrics.provider_error("tts", provider.name());
+                    metrics.provider_fallback("tts", provider.name());
                     tracing::warn!(provider = provider.name(), %error, "TTS provider failed; trying the next");
                     failures.push(format!("{}: {error}", provider.name()));
                 }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use voxline::channel::whatsapp::webhook::sign;
 use voxline::config::Config;
+use voxline::pipeline::budget::{Budget, BudgetStage, Budgets};
 use voxline::service::{ReplyProvider, Service};
 use voxline::store::sqlite::SqliteStore;
 use voxline::store::{Queue, Turn};
@@ -61,7 +62,20 @@ pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
     config.whatsapp.pair_rate_wait_ms = 50;
     config.service.shutdown_grace_ms = 5_000;
     config.dialog.data_dir = crate_dir().join("data");
+    config.budgets = generous_budgets();
     config
+}
+
+/// Every budget at a minute, with its default action: tests of delivery
+/// mechanics run on a loaded machine and must not trip a budget; tests of
+/// the budgets set the one they test.
+pub fn generous_budgets() -> Budgets {
+    let mut budgets = Budgets::default();
+    for stage in BudgetStage::ALL {
+        let action = budgets.get(stage).action;
+        budgets.set(stage, Budget { ms: 60_000, action }).unwrap();
+    }
+    budgets
 }
 
 /// [`config_for`], answered by the echo: for tests of delivery mechanics

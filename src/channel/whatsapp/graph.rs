@@ -220,7 +220,7 @@ impl Channel for GraphClient {
         .await
     }
 
-    async fn send_voice(&self, to: &str, ogg_opus: Bytes) -> Result<Sent, ChannelError> {
+    async fn upload_voice(&self, ogg_opus: Bytes) -> Result<String, ChannelError> {
         let url = format!("{}/{}/media", self.base, self.phone_number_id);
         let uploaded: Uploaded = self
             .call("upload media", || {
@@ -235,12 +235,16 @@ impl Channel for GraphClient {
                 self.http.post(&url).multipart(form)
             })
             .await?;
+        Ok(uploaded.id)
+    }
+
+    async fn send_voice(&self, to: &str, media_id: &str) -> Result<Sent, ChannelError> {
         self.send_message(json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
             "type": "audio",
-            "audio": {"id": uploaded.id, "voice": true},
+            "audio": {"id": media_id, "voice": true},
         }))
         .await
     }

@@ -11,6 +11,7 @@
 //! delivers again.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -36,8 +37,13 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 /// Called with the messages a POST added to the inbox (not the
-/// redeliveries), once they are durable.
-pub type OnAccepted = Arc<dyn Fn(Vec<InboundMessage>) + Send + Sync>;
+/// redeliveries), once they are durable, and the instant the POST arrived.
+pub type OnAccepted = Arc<dyn Fn(Vec<InboundMessage>, Instant) + Send + Sync>;
+
+/// The `ack` budget in force: how long the inbox commit may take before
+/// the webhook answers 503 (Meta delivers it again; the commit goes on, and
+/// the redelivery is dropped as a duplicate once it lands).
+pub type AckBudget = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 pub struct WebhookState {
     pub app_secret: Secret,
@@ -45,6 +51,7 @@ pub struct WebhookState {
     pub phone_number_id: String,
     pub inbox: Arc<dyn Inbox>,
     pub on_accepted: OnAccepted,
+    pub ack_budget: AckBudget,
 }
 
 /// `/webhook`, ready to be merged into the service's router.
@@ -87,6 +94,8 @@ async fn notify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The body is read by now; its transfer is not the service's time.
+    let arrived = Instant::now();
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !signature.is_some_and(|s| signature_matches(state.app_secret.expose(), &body, s)) {
         tracing::warn!(
@@ -115,34 +124,57 @@ async fn notify(
     if delivery.messages.is_empty() && delivery.statuses.is_empty() && delivery.errors.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let fresh = match state
-        .inbox
-        .accept(&delivery.messages, &delivery.statuses, &delivery.errors)
-        .await
-    {
-        Ok(fresh) => fresh,
-        Err(e) => {
+    let deadline = arrived + (state.ack_budget)();
+    // The commit and the hand-off to the workers run in their own task, so
+    // that a commit that outlives the ack budget still starts its turns.
+    let commit = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let fresh = state
+                .inbox
+                .accept(&delivery.messages, &delivery.statuses, &delivery.errors)
+                .await?;
+            let accepted: Vec<InboundMessage> = delivery
+                .messages
+                .into_iter()
+                .zip(fresh)
+                .filter_map(|(m, new)| {
+                    if !new {
+                        tracing::info!(wamid = %m.id, "duplicate delivery dropped");
+                    }
+                    new.then_some(m)
+                })
+                .collect();
+            for s in &delivery.statuses {
+                tracing::debug!(wamid = %s.message_id, status = %s.status, "delivery report");
+            }
+            if !accepted.is_empty() {
+                (state.on_accepted)(accepted, arrived);
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+    };
+    let metrics = crate::metrics::global();
+    match tokio::time::timeout_at(deadline.into(), commit).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
             tracing::error!(error = %e, "webhook not stored; Meta will deliver it again");
+            metrics.ack("error");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-    };
-    let accepted: Vec<InboundMessage> = delivery
-        .messages
-        .into_iter()
-        .zip(fresh)
-        .filter_map(|(m, new)| {
-            if !new {
-                tracing::info!(wamid = %m.id, "duplicate delivery dropped");
-            }
-            new.then_some(m)
-        })
-        .collect();
-    for s in &delivery.statuses {
-        tracing::debug!(wamid = %s.message_id, status = %s.status, "delivery report");
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "webhook commit task failed; Meta will deliver it again");
+            metrics.ack("error");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Err(_) => {
+            tracing::warn!("inbox commit over the ack budget; answering 503");
+            metrics.overrun("ack", "reject");
+            metrics.ack("rejected");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
     }
-    if !accepted.is_empty() {
-        (state.on_accepted)(accepted);
-    }
+    metrics.ack("ok");
     StatusCode::OK.into_response()
 }
 

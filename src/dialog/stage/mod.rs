@@ -239,7 +239,11 @@ impl<'a> Exchange<'a> {
         let today = Date::from_days(
             (now + i64::from(inner.config.utc_offset_minutes) * 60).div_euclid(86_400),
         );
-        let session = match inner.sessions.load(&msg.from) {
+        let loaded = match msg.session.clone() {
+            Some(s) if s.number == msg.from => Ok(s),
+            _ => inner.sessions.load(&msg.from),
+        };
+        let session = match loaded {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "session unavailable; answering without it");

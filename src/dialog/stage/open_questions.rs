@@ -126,8 +126,9 @@ impl Exchange<'_> {
             .unwrap_or_default();
         let messages = self.prompt(&orders);
         let (raw_tx, mut raw_rx) = mpsc::channel::<String>(64);
+        let first_token = self.msg.first_token_budget;
         let call = async move {
-            let outcome = llm.stream(&messages, &raw_tx).await;
+            let outcome = llm.stream(&messages, &raw_tx, first_token).await;
             drop(raw_tx);
             outcome
         };
