@@ -137,7 +137,7 @@
       el('td', {}, pathOf(t)),
       el('td', {}, el('span', { class: `end end-${t.end}` }, t.end)),
       el('td', { class: 'num' }, ms(t.turn_ms)),
-      el('td', { class: overruns.length ? 'over' : '' }, overruns.join(', ') || '—'));
+      el('td', { class: overruns.length ? 'over wrap' : 'wrap' }, overruns.join(', ') || '—'));
       tr.addEventListener('click', () => select(t.message_id));
       tr.addEventListener('keydown', (e) => {
         if (e.key === 'Enter' || e.key === ' ') {
@@ -207,6 +207,10 @@
     tts_first_audio: 'first', tts_total: 'total',
   };
 
+  function tickLabel(t, step) {
+    return step >= 1 ? Math.round(t).toLocaleString('en-US') : String(Number(t.toFixed(3)));
+  }
+
   function niceStep(range) {
     const raw = range / 6;
     const mag = 10 ** Math.floor(Math.log10(raw));
@@ -230,13 +234,17 @@
     const step = niceStep(Math.max(lastEnd, reach, 1) * 1.04);
     const axisMax = Math.ceil((Math.max(lastEnd, reach, 1) * 1.04) / step) * step;
 
-    const W = 900, LABEL = 70, RIGHT = 140, TOP = 22, ROW = 24, BOTTOM = 22;
-    const plotW = W - LABEL - RIGHT;
+    // Drawn at the box's own width, one unit a pixel, so text keeps its size.
+    const W = Math.max(640, Math.round(box.clientWidth || 900));
+    const LABEL = 70, RIGHT = 190, GAP = 28, TOP = 22, ROW = 24, BOTTOM = 22;
+    const plotW = W - LABEL - RIGHT - GAP;
     const H = TOP + ROW * spans.length + BOTTOM;
     const x = (t) => LABEL + (Math.min(Math.max(t, 0), axisMax) / axisMax) * plotW;
 
     const root = svg('svg', {
       viewBox: `0 0 ${W} ${H}`,
+      width: W,
+      height: H,
       role: 'img',
       'aria-label': `Waterfall of turn ${turn.message_id}`,
     });
@@ -245,11 +253,11 @@
     for (let t = 0; t <= axisMax + 1e-9; t += step) {
       axis.append(
         svg('line', { class: 'grid', x1: x(t), x2: x(t), y1: TOP - 4, y2: TOP + ROW * spans.length }),
-        svg('text', { x: x(t), y: TOP - 8, 'text-anchor': 'middle' }, `${ms(t)}`),
+        svg('text', { x: x(t), y: TOP - 8, 'text-anchor': t === 0 ? 'start' : 'middle' }, tickLabel(t, step)),
       );
     }
     axis.append(svg('text', { x: LABEL - 6, y: TOP - 8, 'text-anchor': 'end' }, 'ms'));
-    axis.append(svg('text', { x: W - RIGHT + 8, y: TOP - 8 }, 'budget ms'));
+    axis.append(svg('text', { x: W - RIGHT + 4, y: TOP - 8 }, 'budget ms'));
     root.append(axis);
 
     spans.forEach((s, i) => {
@@ -275,7 +283,7 @@
         g.append(svg('line', { class: 'first-mark', x1: xf, x2: xf, y1: y + 3, y2: y + ROW - 3 },
           svg('title', {}, `first output at ${ms(s.first_ms)} ms`)));
       }
-      const dur = svg('text', { x: Math.min(x1 + 4, W - RIGHT - 40), y: y + 16 }, `${ms(s.end_ms - s.start_ms)}`);
+      const dur = svg('text', { x: x1 + 4, y: y + 16 }, `${ms(s.end_ms - s.start_ms)}`);
       g.append(dur);
 
       const lines = budgetLines(s, turn, budgetOf);
@@ -289,7 +297,7 @@
       if (lines.length) {
         const label = lines.map(([name, , b]) => (SHORT[name] ? `${SHORT[name]} ${ms(b)}` : ms(b))).join(' · ');
         const off = lines.some(([, at]) => at > axisMax) ? ' ›' : '';
-        g.append(svg('text', { class: 'budget-text', x: W - RIGHT + 8, y: y + 16 }, label + off));
+        g.append(svg('text', { class: 'budget-text', x: W - RIGHT + 4, y: y + 16 }, label + off));
       }
       root.append(g);
     });
@@ -299,7 +307,7 @@
       const xs = x(turn.turn_ms);
       root.append(svg('g', { 'data-testid': 'turn-sent' },
         svg('line', { class: 'sent-line', x1: xs, x2: xs, y1: TOP - 2, y2: yEnd + 4 }),
-        svg('text', { class: 'sent-label', x: xs, y: yEnd + 16, 'text-anchor': xs > W - RIGHT - 60 ? 'end' : 'middle' },
+        svg('text', { class: 'sent-label', x: xs, y: yEnd + 16, 'text-anchor': 'middle' },
           `turn ${ms(turn.turn_ms)} ms`)));
     }
     if (turnBudget !== undefined) {
@@ -311,7 +319,7 @@
           svg('text', { class: 'budget-label', x: xt - 3, y: yEnd + 16, 'text-anchor': 'end' }, `turn budget ${ms(turnBudget)}`),
         );
       } else {
-        g.append(svg('text', { class: 'budget-label', x: W - RIGHT + 8, y: yEnd + 16 }, `turn budget ${ms(turnBudget)} ›`));
+        g.append(svg('text', { class: 'budget-label', x: W - RIGHT + 4, y: yEnd + 16 }, `turn budget ${ms(turnBudget)} ›`));
       }
       root.append(g);
     }
@@ -515,5 +523,10 @@
   }
 
   $('follow').addEventListener('click', () => select(null));
+  let resizing = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(renderTurn, 150);
+  });
   poll();
 })();

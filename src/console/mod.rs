@@ -116,8 +116,10 @@ pub fn router(data: Arc<dyn ConsoleData>, token: Option<String>, require_token: 
         .route("/console/api/budgets", get(budgets))
         .route("/console/api/handoffs", get(handoffs))
         .with_state(Console { data })
-        .layer(middleware::from_fn_with_state(access, guard))
-        .layer(middleware::map_response(no_store))
+        // route_layer, not layer: the guard must not reach the fallback, or
+        // once merged into the service it would guard every unknown path.
+        .route_layer(middleware::from_fn_with_state(access, guard))
+        .route_layer(middleware::map_response(no_store))
 }
 
 async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {

@@ -337,3 +337,16 @@ fn a_session_with_a_person_becomes_a_row_in_ms() {
         })
     );
 }
+
+#[tokio::test]
+async fn merged_into_the_service_it_guards_only_its_own_routes() {
+    let service = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let app = service.merge(router(data(1), Some("op-token".into()), true));
+    let base = serve(app).await;
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{base}/favicon.ico")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = reqwest::get(format!("{base}/console")).await.unwrap();
+    assert_eq!(r.status(), 401);
+}
