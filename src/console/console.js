@@ -483,6 +483,8 @@
     if (key === state.turnsKey) return false;
     state.turnsKey = key;
     state.turns = turns;
+    // A pinned turn that has scrolled out of the list: follow the newest.
+    if (state.selected && !turns.some((t) => t.message_id === state.selected)) state.selected = null;
     renderTurns();
     renderTurn();
     return true;

@@ -200,7 +200,7 @@ pub fn compute(turns: &[TurnTrace], budgets: &Budgets) -> Stats {
         })
         .collect();
     // Stable: ties stay in stage-name order.
-    overruns.sort_by(|a, b| b.count.cmp(&a.count));
+    overruns.sort_by_key(|o| std::cmp::Reverse(o.count));
     let errors = Stage::ALL
         .into_iter()
         .filter_map(|stage| {
