@@ -37,6 +37,10 @@
 //! - [`service`]: `voxline serve`: the axum server (webhook, health), the
 //!   worker pool that runs turns in order per customer, start-up resume and
 //!   graceful shutdown.
+//! - [`console`]: the operator console at `/console`: live turns, each
+//!   turn's waterfall against its budgets, latency percentiles per stage,
+//!   overruns, hand-offs and the budgets in force, read through
+//!   [`console::ConsoleData`].
 //! - [`fixtures`]: the audio-fixture manifest and word error rate, shared by
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
@@ -44,6 +48,7 @@
 pub mod bench;
 pub mod channel;
 pub mod config;
+pub mod console;
 pub mod dialog;
 pub mod encode;
 pub mod fixtures;
