@@ -109,7 +109,10 @@ impl Model {
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         let outputs = session.run_with_options(inputs, run).map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        Ok(audio.iter().map(|s| s.clamp(-1.0, 1.0)).collect())
+        // Each sentence is brought to full scale, as Piper does: the model's
+        // raw level is low and varies from sentence to sentence.
+        let peak = audio.iter().fold(0.01f32, |m, s| m.max(s.abs()));
+        Ok(audio.iter().map(|s| (s / peak).clamp(-1.0, 1.0)).collect())
     }
 }
 
