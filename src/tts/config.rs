@@ -1,7 +1,9 @@
 //! Settings of the TTS stage: which providers, in which order, and each
-//! provider's own settings, all with working defaults (espeak-ng only).
+//! provider's own settings, all with working defaults (the local Piper voice,
+//! then espeak-ng).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -11,6 +13,7 @@ use super::Language;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    Piper,
     Espeak,
     Openai,
     Elevenlabs,
@@ -19,13 +22,16 @@ pub enum ProviderKind {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtsConfig {
-    /// Providers in fallback order. Default: `["espeak"]`.
+    /// Providers in fallback order. Default: `["piper", "espeak"]`: the
+    /// natural-sounding local voice for English, espeak-ng for the other
+    /// languages and when Piper fails.
     pub providers: Vec<ProviderKind>,
     /// Longest a turn waits for its spoken reply (synthesis and encoding of
     /// the whole note) before it sends the reply as text instead. Default:
     /// 5000 ms.
     pub budget_ms: u64,
     pub fallback: FallbackConfig,
+    pub piper: PiperConfig,
     pub espeak: EspeakConfig,
     pub openai: OpenAiConfig,
     pub elevenlabs: ElevenLabsConfig,
@@ -34,9 +40,10 @@ pub struct TtsConfig {
 impl Default for TtsConfig {
     fn default() -> Self {
         Self {
-            providers: vec![ProviderKind::Espeak],
+            providers: vec![ProviderKind::Piper, ProviderKind::Espeak],
             budget_ms: 5000,
             fallback: FallbackConfig::default(),
+            piper: PiperConfig::default(),
             espeak: EspeakConfig::default(),
             openai: OpenAiConfig::default(),
             elevenlabs: ElevenLabsConfig::default(),
@@ -61,6 +68,39 @@ impl Default for FallbackConfig {
         Self {
             first_audio_timeout_ms: 1500,
             stall_timeout_ms: 3000,
+        }
+    }
+}
+
+/// A Piper voice run in process by ONNX Runtime; English only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiperConfig {
+    /// The voice's ONNX file, its JSON config beside it with `.json` added.
+    /// A relative path is taken in the models folder unless it names an
+    /// existing file. Default: `piper/en_US-joe-medium.onnx`.
+    pub model: PathBuf,
+    /// The ONNX Runtime shared library, resolved like `model`. Default:
+    /// `onnxruntime/libonnxruntime.so`.
+    pub onnxruntime: PathBuf,
+    /// Folder holding the models. Default: `VOXLINE_MODELS_DIR`, else
+    /// `models`.
+    pub models_dir: Option<PathBuf>,
+    /// CPU threads per synthesis. Default: 1, so a turn's synthesis leaves
+    /// the other core of a small machine to transcription and encoding.
+    pub threads: u16,
+    /// Silence after each sentence, in ms. Default: 200, Piper's own.
+    pub sentence_silence_ms: u32,
+}
+
+impl Default for PiperConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("piper/en_US-joe-medium.onnx"),
+            onnxruntime: PathBuf::from("onnxruntime/libonnxruntime.so"),
+            models_dir: None,
+            threads: 1,
+            sentence_silence_ms: 200,
         }
     }
 }
@@ -217,13 +257,14 @@ mod tests {
         assert_eq!(config.openai.format, OpenAiFormat::Opus);
         assert_eq!(config.openai.model, "gpt-4o-mini-tts");
         assert_eq!(config.elevenlabs.sample_rate, 24_000);
-        assert!(toml::from_str::<TtsConfig>("providers = [\"piper\"]").is_err());
+        assert!(toml::from_str::<TtsConfig>("providers = [\"festival\"]").is_err());
         assert!(toml::from_str::<TtsConfig>("[espeak]\nspeed = 3").is_err());
     }
 
     #[test]
-    fn the_default_chain_is_espeak_alone() {
-        let chain = crate::tts::from_config(&TtsConfig::default()).unwrap();
-        assert_eq!(chain.providers().collect::<Vec<_>>(), ["espeak"]);
+    fn the_default_chain_is_piper_then_espeak() {
+        let chain = crate::tts::from_config(&TtsConfig::default())
+            .expect("run ./x setup to fetch the Piper voice");
+        assert_eq!(chain.providers().collect::<Vec<_>>(), ["piper", "espeak"]);
     }
 }

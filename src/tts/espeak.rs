@@ -79,6 +79,17 @@ struct Job {
     done: oneshot::Sender<Result<(), TtsError>>,
 }
 
+/// Work for the espeak thread.
+enum Task {
+    Speak(Job),
+    /// Another use of the library (Piper's phonemizer), run on its thread
+    /// with `voice` selected.
+    Call {
+        voice: String,
+        call: Box<dyn FnOnce() + Send>,
+    },
+}
+
 /// Where the synth callback sends the samples of the job being spoken.
 struct Sink {
     sample_rate: u32,
@@ -117,7 +128,7 @@ unsafe extern "C" fn on_samples(wav: *mut c_short, samples: c_int, _events: *mut
 }
 
 /// The espeak thread: initialises the library once, then speaks jobs.
-fn run(jobs: std_mpsc::Receiver<Job>, ready: std_mpsc::Sender<Result<u32, String>>) {
+fn run(tasks: std_mpsc::Receiver<Task>, ready: std_mpsc::Sender<Result<u32, String>>) {
     // SAFETY: this thread is the only one that ever calls into libespeak-ng.
     let rate = unsafe {
         ffi::espeak_Initialize(
@@ -140,10 +151,37 @@ fn run(jobs: std_mpsc::Receiver<Job>, ready: std_mpsc::Sender<Result<u32, String
 
     let mut current_voice = String::new();
     let mut current_rate = 0;
-    for job in jobs {
-        let result = speak_job(&job, sample_rate, &mut current_voice, &mut current_rate);
-        let _ = job.done.send(result);
+    for task in tasks {
+        match task {
+            Task::Speak(job) => {
+                let result = speak_job(&job, sample_rate, &mut current_voice, &mut current_rate);
+                let _ = job.done.send(result);
+            }
+            // A voice that cannot be selected leaves `call` undone; the
+            // caller sees its result channel close.
+            Task::Call { voice, call } => {
+                if select_voice(&voice, &mut current_voice).is_ok() {
+                    call();
+                }
+            }
+        }
     }
+}
+
+fn select_voice(voice: &str, current_voice: &mut String) -> Result<(), TtsError> {
+    let unavailable = |reason: String| TtsError::Unavailable {
+        provider: PROVIDER.into(),
+        reason,
+    };
+    if *current_voice != voice {
+        let name = CString::new(voice).map_err(|e| unavailable(e.to_string()))?;
+        // SAFETY: espeak thread; `name` is a valid C string for the call.
+        if unsafe { ffi::espeak_SetVoiceByName(name.as_ptr()) } != ffi::EE_OK {
+            return Err(unavailable(format!("no espeak-ng voice {voice:?}")));
+        }
+        *current_voice = voice.to_string();
+    }
+    Ok(())
 }
 
 fn speak_job(
@@ -156,14 +194,7 @@ fn speak_job(
         provider: PROVIDER.into(),
         reason,
     };
-    if *current_voice != job.voice {
-        let name = CString::new(job.voice.as_str()).map_err(|e| unavailable(e.to_string()))?;
-        // SAFETY: espeak thread; `name` is a valid C string for the call.
-        if unsafe { ffi::espeak_SetVoiceByName(name.as_ptr()) } != ffi::EE_OK {
-            return Err(unavailable(format!("no espeak-ng voice {:?}", job.voice)));
-        }
-        current_voice.clone_from(&job.voice);
-    }
+    select_voice(&job.voice, current_voice)?;
     if *current_rate != job.rate_wpm {
         let wpm = job.rate_wpm.clamp(80, 450) as c_int;
         // SAFETY: espeak thread.
@@ -212,7 +243,7 @@ fn speak_job(
 
 /// The process-wide espeak thread, started on first use.
 struct Engine {
-    jobs: std_mpsc::Sender<Job>,
+    jobs: std_mpsc::Sender<Task>,
 }
 
 fn engine() -> Result<&'static Engine, TtsError> {
@@ -231,6 +262,29 @@ fn engine() -> Result<&'static Engine, TtsError> {
         provider: PROVIDER.into(),
         reason: reason.clone(),
     })
+}
+
+/// Runs `call` on the espeak thread with `voice` selected, and waits for it:
+/// the way for other code to use libespeak-ng, whose state is global.
+/// Blocking; call it from a blocking thread.
+pub(crate) fn with_voice<R: Send + 'static>(
+    voice: &str,
+    call: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, TtsError> {
+    let engine = engine()?;
+    let (result_tx, result_rx) = std_mpsc::channel();
+    let task = Task::Call {
+        voice: voice.to_string(),
+        call: Box::new(move || {
+            let _ = result_tx.send(call());
+        }),
+    };
+    let stopped = || TtsError::Unavailable {
+        provider: PROVIDER.into(),
+        reason: format!("the espeak thread has stopped, or has no voice {voice:?}"),
+    };
+    engine.jobs.send(task).map_err(|_| stopped())?;
+    result_rx.recv().map_err(|_| stopped())
 }
 
 /// The espeak-ng provider.
@@ -303,7 +357,7 @@ impl TextToSpeech for EspeakTts {
                 cancel: job_cancel.clone(),
                 done: done_tx,
             };
-            if engine.jobs.send(job).is_err() {
+            if engine.jobs.send(Task::Speak(job)).is_err() {
                 return Err(TtsError::Unavailable {
                     provider: PROVIDER.into(),
                     reason: "the espeak thread has stopped".into(),

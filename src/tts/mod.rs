@@ -6,7 +6,9 @@
 //! to a [`TextToSpeech`] provider, which sends PCM chunks on as it
 //! synthesises them:
 //!
-//! - [`espeak`]: libespeak-ng in process, the embedded default, no network;
+//! - [`piper`]: a Piper voice run by ONNX Runtime in process, the default
+//!   for English, no network;
+//! - [`espeak`]: libespeak-ng in process, every reply language, no network;
 //! - [`openai`]: `POST {base}/v1/audio/speech`, the OpenAI-compatible HTTP
 //!   API, with a streamed body;
 //! - [`elevenlabs`]: the ElevenLabs `stream-input` WebSocket protocol;
@@ -28,6 +30,7 @@ pub mod fallback;
 pub mod language;
 pub mod numbers;
 pub mod openai;
+pub mod piper;
 pub mod speak;
 
 use std::sync::Arc;
@@ -107,6 +110,7 @@ pub fn from_config(config: &TtsConfig) -> Result<fallback::FallbackTts, TtsError
     let mut providers: Vec<Arc<dyn TextToSpeech>> = Vec::new();
     for kind in &config.providers {
         providers.push(match kind {
+            ProviderKind::Piper => Arc::new(piper::PiperTts::load(&config.piper)?),
             ProviderKind::Espeak => Arc::new(espeak::EspeakTts::start(&config.espeak)?),
             ProviderKind::Openai => Arc::new(openai::OpenAiTts::new(&config.openai)?),
             ProviderKind::Elevenlabs => {
