@@ -151,7 +151,7 @@ impl VoiceNoteEncoder {
         let frames = pending.chunks_exact(frame);
         let rest = frames.remainder().to_vec();
         for samples in frames {
-            let end_of_page = (self.frames_written + 1) % self.frames_per_page == 0;
+            let end_of_page = (self.frames_written + 1).is_multiple_of(self.frames_per_page);
             let info = if end_of_page {
                 PacketWriteEndInfo::EndPage
             } else {

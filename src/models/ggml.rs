@@ -400,7 +400,7 @@ fn write_tensor(w: &mut impl Write, t: &Tensor, weights: WeightType) -> Result<(
         ),
         TensorType::Q8_0 => {
             let row = *shape.last().unwrap_or(&0);
-            if row % 32 != 0 {
+            if !row.is_multiple_of(32) {
                 return Err(GgmlError::Q8Block {
                     name: t.name.clone(),
                     len: row,

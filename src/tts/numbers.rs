@@ -450,7 +450,7 @@ fn portuguese(n: u64) -> String {
         let rest = n % 100;
         if rest >= 20 {
             parts.push(TENS[(rest / 10) as usize].to_string());
-            if rest % 10 > 0 {
+            if !rest.is_multiple_of(10) {
                 parts.push(ONES[(rest % 10) as usize].to_string());
             }
         } else if rest > 0 {
