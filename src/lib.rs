@@ -37,6 +37,9 @@
 //! - [`service`]: `voxline serve`: the axum server (webhook, health), the
 //!   worker pool that runs turns in order per customer, start-up resume and
 //!   graceful shutdown.
+//! - [`sandbox`]: `voxline serve --sandbox`: a local stand-in for the Graph
+//!   API and simulated customers who send signed webhooks, with a chat page
+//!   at `/sandbox`; the service runs unchanged against it.
 //! - [`fixtures`]: the audio-fixture manifest and word error rate, shared by
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
@@ -49,6 +52,7 @@ pub mod fixtures;
 pub mod media;
 pub mod models;
 pub mod pipeline;
+pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod stt;
