@@ -110,13 +110,13 @@ mod tests {
         assert_eq!(store.len(), 3);
         assert!(store.get("m0").is_none());
         assert!(store.get("m3").is_some());
-        // 30 bytes held; 80 more push out the two oldest.
-        assert!(store.insert("big".into(), media(80)));
+        // 30 bytes held; 81 more push out the two oldest.
+        assert!(store.insert("big".into(), media(81)));
         assert_eq!(store.len(), 2);
-        assert_eq!(store.bytes(), 90);
+        assert_eq!(store.bytes(), 91);
         assert!(store.get("m1").is_none() && store.get("m2").is_none());
         assert!(!store.insert("huge".into(), media(101)));
-        assert_eq!(store.bytes(), 90);
+        assert_eq!(store.bytes(), 91);
     }
 
     #[test]
