@@ -481,6 +481,7 @@ fn serve_sandbox(mut config: Config) -> Result<ExitCode> {
         println!("Ctrl-C to stop.");
         shutdown_signal().await;
         tracing::info!("shutdown requested");
+        sandbox.close();
         service.stop().await?;
         anyhow::Ok(())
     })?;

@@ -182,6 +182,9 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     webhook_url: RwLock<Option<String>>,
     http: reqwest::Client,
+    /// Ends the waits at once, so that the page's long polls do not hold
+    /// up the service's graceful shutdown.
+    closing: CancellationToken,
 }
 
 impl Shared {
@@ -254,6 +257,7 @@ impl Sandbox {
             next_id: AtomicU64::new(1),
             webhook_url: RwLock::new(None),
             http,
+            closing: CancellationToken::new(),
         });
         let stop = CancellationToken::new();
         let app = graph::routes(shared.clone());
@@ -539,11 +543,7 @@ impl Sandbox {
                 after.map(|(customer, seq)| state.chats.replies_after(&customer, seq, n))
             };
             let replies = found.unwrap_or_default();
-            let done = replies.len() >= n
-                || !matches!(
-                    tokio::time::timeout_at(deadline, changes.changed()).await,
-                    Ok(Ok(()))
-                );
+            let done = replies.len() >= n || !self.wait_change(&mut changes, deadline).await;
             if done {
                 return replies
                     .into_iter()
@@ -593,14 +593,31 @@ impl Sandbox {
         let mut changes = self.shared.changes.subscribe();
         loop {
             let messages = self.conversation(customer, after);
-            if !messages.is_empty() {
-                return messages;
-            }
-            let more = tokio::time::timeout_at(deadline, changes.changed()).await;
-            if !matches!(more, Ok(Ok(()))) {
+            if !messages.is_empty() || !self.wait_change(&mut changes, deadline).await {
                 return messages;
             }
         }
+    }
+
+    /// Waits for a new message until `deadline`; false when there was
+    /// none, or the sandbox is closing.
+    async fn wait_change(
+        &self,
+        changes: &mut watch::Receiver<u64>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => {
+                matches!(changed, Ok(Ok(())))
+            }
+            _ = self.shared.closing.cancelled() => false,
+        }
+    }
+
+    /// Ends every wait in progress and any later one at once (the page's
+    /// long polls among them); call before stopping the service.
+    pub fn close(&self) {
+        self.shared.closing.cancel();
     }
 
     /// A stored media file and its MIME type.

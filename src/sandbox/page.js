@@ -340,7 +340,7 @@ async function toggleRecording() {
     stream.getTracks().forEach((t) => t.stop());
     recording.recorder = null;
     button.classList.remove("rec");
-    button.textContent = "🎤";
+    button.textContent = "Record";
     const blob = new Blob(recording.chunks, { type: recorder.mimeType || "audio/webm" });
     try {
       setStatus("converting…");
@@ -351,9 +351,9 @@ async function toggleRecording() {
   };
   recorder.start();
   button.classList.add("rec");
-  button.textContent = "■";
+  button.textContent = "Stop";
   recording.timer = setInterval(() => {
-    setStatus("recording " + Math.round((Date.now() - recording.started) / 1000) + " s — tap ■ to send");
+    setStatus("recording " + Math.round((Date.now() - recording.started) / 1000) + " s — Stop sends it");
   }, 250);
 }
 
