@@ -73,6 +73,9 @@ impl ChatMessage {
 pub struct Conversations {
     next_seq: u64,
     chats: HashMap<String, VecDeque<ChatMessage>>,
+    /// Inbound wamid to its customer and sequence number, for the messages
+    /// still kept.
+    inbound: HashMap<String, (String, u64)>,
     max_customers: usize,
     max_messages: usize,
 }
@@ -82,6 +85,7 @@ impl Conversations {
         Self {
             next_seq: 1,
             chats: HashMap::new(),
+            inbound: HashMap::new(),
             max_customers: max_customers.max(1),
             max_messages: max_messages.max(2),
         }
@@ -101,8 +105,8 @@ impl Conversations {
                 .iter()
                 .min_by_key(|(_, messages)| messages.back().map_or(0, |m| m.seq))
                 .map(|(number, _)| number.clone());
-            if let Some(idle) = idle {
-                self.chats.remove(&idle);
+            if let Some(gone) = idle.and_then(|idle| self.chats.remove(&idle)) {
+                gone.iter().for_each(|m| self.forget(m));
             }
         }
         let message = ChatMessage {
@@ -116,12 +120,31 @@ impl Conversations {
             at: Instant::now(),
         };
         self.next_seq += 1;
-        let chat = self.chats.entry(customer.to_string()).or_default();
-        if chat.len() >= self.max_messages {
-            chat.pop_front();
+        if direction == Direction::Inbound {
+            self.inbound
+                .insert(message.id.clone(), (customer.to_string(), message.seq));
         }
+        let chat = self.chats.entry(customer.to_string()).or_default();
+        let dropped = (chat.len() >= self.max_messages)
+            .then(|| chat.pop_front())
+            .flatten();
         chat.push_back(message.clone());
+        if let Some(dropped) = dropped {
+            self.forget(&dropped);
+        }
         message
+    }
+
+    /// Drops a message that is no longer kept from the index.
+    fn forget(&mut self, m: &ChatMessage) {
+        if m.direction == Direction::Inbound
+            && self
+                .inbound
+                .get(&m.id)
+                .is_some_and(|(_, seq)| *seq == m.seq)
+        {
+            self.inbound.remove(&m.id);
+        }
     }
 
     /// The last sequence number handed out (0 before the first message).
@@ -138,12 +161,7 @@ impl Conversations {
 
     /// The customer and the sequence number of the inbound message `wamid`.
     pub fn inbound(&self, wamid: &str) -> Option<(String, u64)> {
-        self.chats.iter().find_map(|(number, chat)| {
-            chat.iter()
-                .rev()
-                .find(|m| m.direction == Direction::Inbound && m.id == wamid)
-                .map(|m| (number.clone(), m.seq))
-        })
+        self.inbound.get(wamid).cloned()
     }
 
     /// `customer`'s latest inbound message.
@@ -227,13 +245,17 @@ mod tests {
         }
         let kept: Vec<_> = c.since("1", 0).into_iter().map(|m| m.id).collect();
         assert_eq!(kept, ["wamid.2", "wamid.3", "wamid.4"]);
+        assert!(c.inbound("wamid.1").is_none());
+        assert!(c.inbound("wamid.2").is_some());
         c.push("2", Direction::Inbound, "wamid.b", text("x"));
         c.push("1", Direction::Inbound, "wamid.5", text("x"));
         // "2" has been idle the longest.
         c.push("3", Direction::Inbound, "wamid.c", text("x"));
         assert_eq!(c.customers(), 2);
         assert!(c.since("2", 0).is_empty());
+        assert!(c.inbound("wamid.b").is_none());
         assert_eq!(c.since("1", 0).len(), 3);
+        assert_eq!(c.inbound.len(), 4);
     }
 
     #[test]
