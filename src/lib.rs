@@ -41,6 +41,9 @@
 //!   turn's waterfall against its budgets, latency percentiles per stage,
 //!   overruns, hand-offs and the budgets in force, read through
 //!   [`console::ConsoleData`].
+//! - [`sandbox`]: `voxline serve --sandbox`: a local stand-in for the Graph
+//!   API and simulated customers who send signed webhooks, with a chat page
+//!   at `/sandbox`; the service runs unchanged against it.
 //! - [`fixtures`]: the audio-fixture manifest and word error rate, shared by
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
@@ -56,6 +59,7 @@ pub mod media;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod stt;

@@ -34,7 +34,14 @@ enum Command {
     /// Run the WhatsApp service: webhook in, replies out (see `[whatsapp]`,
     /// `[service]` and `[store]` in the config, and the WHATSAPP_* and
     /// VOXLINE_* environment variables).
-    Serve,
+    Serve {
+        /// Run against a local WhatsApp sandbox instead of Meta: a Graph API
+        /// stand-in with its own credentials, and a chat page at /sandbox
+        /// from which to send voice notes and texts through the signed
+        /// webhook. Data goes to var/sandbox unless [store] says otherwise.
+        #[arg(long)]
+        sandbox: bool,
+    },
     /// Transcribe audio files (Ogg/Opus, MP3, M4A, WAV, FLAC, Ogg Vorbis).
     Transcribe {
         #[arg(required = true)]
@@ -135,7 +142,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 match cli.command {
-                    Command::Serve => "info,whisper_rs=error".into(),
+                    Command::Serve { .. } => "info,whisper_rs=error".into(),
                     _ => "warn,whisper_rs=error".into(),
                 }
             }),
@@ -165,7 +172,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         None => Config::default(),
     };
     match cli.command {
-        Command::Serve => serve(cli.config.as_deref()),
+        Command::Serve { sandbox: false } => serve(cli.config.as_deref()),
+        Command::Serve { sandbox: true } => serve_sandbox(config),
         Command::Intent { texts, lang, json } => {
             let dialog = dialog_config(&config)?;
             voxline::dialog::cli::intent(
@@ -435,6 +443,53 @@ fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
         let stt = WhisperStt::load(&stt_config)?;
         Ok(std::sync::Arc::new(stt) as std::sync::Arc<dyn SpeechToText>)
     }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `voxline serve --sandbox`: the Graph API stand-in first (its URL and
+/// credentials go into the service's config), then the service with the
+/// sandbox's page on its listener, then Meta's subscription check against
+/// the webhook; runs until SIGTERM or Ctrl-C.
+fn serve_sandbox(mut config: Config) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use voxline::sandbox::{Sandbox, SandboxConfig};
+    use voxline::service::{shutdown_signal, Service};
+
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let sandbox = Sandbox::start(SandboxConfig::default()).await?;
+        let config = sandbox.service_config(config);
+        if !config.service.addr.ip().is_loopback() {
+            tracing::warn!(
+                addr = %config.service.addr,
+                "the sandbox page has no authentication; keep it on a loopback address"
+            );
+        }
+        let stt_config = config.stt.clone();
+        let stt = tokio::task::spawn_blocking(move || WhisperStt::load(&stt_config))
+            .await
+            .context("loading the speech-to-text model")?
+            .context("loading the speech-to-text model")?;
+        let service = Service::start_with_routes(&config, Arc::new(stt), sandbox.routes()).await?;
+        let base = format!("http://{}", service.addr());
+        sandbox.set_webhook_url(format!("{base}/webhook"));
+        sandbox
+            .verify_webhook()
+            .await
+            .context("the service's webhook")?;
+        println!("voxline sandbox");
+        println!("  chat      {base}/sandbox");
+        println!("  console   {base}/console");
+        println!("  graph api {} (stand-in)", sandbox.graph_url());
+        println!("  data      {}", config.store.data_dir.display());
+        println!("Ctrl-C to stop.");
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        sandbox.close();
+        service.stop().await?;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
