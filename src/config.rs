@@ -42,6 +42,8 @@ pub struct Config {
     /// `[budgets]`: each stage's latency budget and its action on overrun;
     /// reloaded on SIGHUP or when the file changes.
     pub budgets: crate::pipeline::budget::Budgets,
+    /// `[bench]`: the thresholds `voxline bench` exits non-zero on.
+    pub bench: crate::bench::BenchConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

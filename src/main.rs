@@ -56,8 +56,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Transcribe the audio fixtures and print a table with WER per note.
+    /// Answer the English fixture voice notes through the service, as
+    /// customers' notes arrive (signed webhooks, the sandbox's Graph API
+    /// stand-in), and print one row per turn with its stages.
     Demo {
+        /// Folder with manifest.json.
+        #[arg(long, default_value = "audio-fixtures")]
+        fixtures: PathBuf,
+        /// Only the first N English fixtures.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Transcribe the audio fixtures and print a table with WER per note.
+    Transcripts {
         /// Folder with manifest.json.
         #[arg(long, default_value = "audio-fixtures")]
         fixtures: PathBuf,
@@ -65,6 +76,10 @@ enum Command {
         #[arg(long, default_value = "base")]
         multilingual_model: String,
     },
+    /// Run every fixture through the whole service in process, several
+    /// rounds, and print per-stage percentiles, WER, intent accuracy and
+    /// budget overruns; exit non-zero past a `[bench]` threshold.
+    Bench(BenchArgs),
     /// Model files.
     Models {
         #[command(subcommand)]
@@ -105,6 +120,52 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Folder with manifest.json.
+    #[arg(default_value = "audio-fixtures")]
+    dir: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also write an HTML page with the charts.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Turns run first and not counted.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Voice notes in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Only the first N fixtures.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only these languages (default: those the model transcribes).
+    #[arg(long, value_delimiter = ',')]
+    lang: Option<Vec<String>>,
+    /// Speech model (default: `[stt] model`).
+    #[arg(long)]
+    model: Option<String>,
+    /// The fake LLM's time to first token.
+    #[arg(long, default_value_t = 300)]
+    llm_first_token_ms: u64,
+    #[arg(long, default_value_t = 50)]
+    llm_tokens_per_second: u32,
+    #[arg(long)]
+    max_turn_p50_ms: Option<f64>,
+    #[arg(long)]
+    max_turn_p95_ms: Option<f64>,
+    /// Highest WER allowed in any language.
+    #[arg(long)]
+    max_wer: Option<f64>,
+    #[arg(long)]
+    min_intent_accuracy: Option<f64>,
+    #[arg(long)]
+    max_overruns: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum HandoffCommand {
     /// List the conversations waiting for a person, with their history.
@@ -143,6 +204,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 match cli.command {
                     Command::Serve { .. } => "info,whisper_rs=error".into(),
+                    // The table is the output; a loop the STT guard caught
+                    // shows in the turn's time.
+                    Command::Demo { .. } | Command::Bench(_) => "error,whisper_rs=error".into(),
                     _ => "warn,whisper_rs=error".into(),
                 }
             }),
@@ -218,10 +282,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lang,
             json,
         } => transcribe(&config, &files, model, lang, json),
-        Command::Demo {
+        Command::Demo { fixtures, limit } => demo(config, &fixtures, limit),
+        Command::Transcripts {
             fixtures,
             multilingual_model,
-        } => demo(&config, &fixtures, &multilingual_model),
+        } => transcripts(&config, &fixtures, &multilingual_model),
+        Command::Bench(args) => bench(config, args),
         Command::Models {
             command: ModelsCommand::Convert { dir, out, weights },
         } => {
@@ -378,7 +444,7 @@ fn short(path: &Path) -> String {
     }
 }
 
-fn demo(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
+fn transcripts(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
     let manifest = Manifest::load(dir)?;
     let english = load_stt(&config.stt, None)?;
     let other = load_stt(&config.stt, Some(multilingual.to_string()))
@@ -431,6 +497,136 @@ fn demo(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
     for (lang, (sum, n)) in wer_sum {
         println!("mean WER {lang}: {:.3} over {n} notes", sum / n as f64);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `voxline bench`: the fixtures through the whole service, in process.
+fn bench(mut config: Config, args: BenchArgs) -> Result<ExitCode> {
+    use voxline::bench::{self, report, BenchOptions};
+
+    let t = &mut config.bench;
+    t.max_turn_p50_ms = args.max_turn_p50_ms.or(t.max_turn_p50_ms);
+    t.max_turn_p95_ms = args.max_turn_p95_ms.or(t.max_turn_p95_ms);
+    t.max_wer = args.max_wer.or(t.max_wer);
+    t.min_intent_accuracy = args.min_intent_accuracy.or(t.min_intent_accuracy);
+    t.max_overruns = args.max_overruns.or(t.max_overruns);
+    let options = BenchOptions {
+        dir: args.dir,
+        rounds: args.rounds,
+        warmup: args.warmup,
+        concurrency: args.concurrency,
+        limit: args.limit,
+        languages: args.lang,
+        llm_first_token: std::time::Duration::from_millis(args.llm_first_token_ms),
+        llm_tokens_per_second: args.llm_tokens_per_second,
+        ..BenchOptions::default()
+    };
+    let stt = std::sync::Arc::new(load_stt(&config.stt, args.model)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let quiet = args.json;
+    let result = runtime.block_on(bench::run(config, stt, &options, |row| {
+        if !quiet {
+            eprintln!(
+                "round {} {:<44} {:>6.0} ms  {}",
+                row.round,
+                row.file,
+                row.trace.turn_ms,
+                row.trace.end.name()
+            );
+        }
+    }))?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&result))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let regressions = result.regressions();
+    if args.json {
+        let mut value = serde_json::to_value(&result)?;
+        value["regressions"] = serde_json::json!(regressions);
+        println!("{value}");
+    } else {
+        print!("{}", report::table(&result));
+        if let Some(path) = &args.report {
+            println!("report: {}", path.display());
+        }
+    }
+    if regressions.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for r in &regressions {
+            eprintln!("regression: {r}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `voxline demo`: the English fixture voice notes answered through the
+/// real service path (the sandbox's Graph API stand-in, signed webhooks),
+/// one table row per turn.
+fn demo(config: Config, dir: &Path, limit: Option<usize>) -> Result<ExitCode> {
+    use voxline::bench::{self, BenchOptions};
+
+    let options = BenchOptions {
+        dir: dir.to_path_buf(),
+        rounds: 1,
+        warmup: 1,
+        limit,
+        languages: Some(vec!["en".into()]),
+        ..BenchOptions::default()
+    };
+    let stt = std::sync::Arc::new(load_stt(&config.stt, None)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    println!(
+        "Each fixture is a customer's voice note: a signed webhook to the service, the note fetched from a Graph API stand-in,\ntranscribed, answered, spoken and sent back. Times in ms from the webhook's arrival.\n"
+    );
+    println!(
+        "{:<42} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:<5} {:<22} heard",
+        "fixture",
+        "fetch",
+        "decode",
+        "stt",
+        "dialog",
+        "tts",
+        "encode",
+        "send",
+        "turn",
+        "reply",
+        "intent"
+    );
+    let report = runtime.block_on(bench::run(config, stt, &options, |row| {
+        let t = &row.trace;
+        let ms = |stage| t.span(stage).map_or(0.0, |s| s.duration_ms());
+        use voxline::pipeline::trace::Stage;
+        println!(
+            "{:<42} {:>5.0} {:>6.1} {:>6.0} {:>6.0} {:>6.0} {:>6.0} {:>6.0} {:>6.0}  {:<5} {:<22} {}",
+            row.file,
+            ms(Stage::Fetch),
+            ms(Stage::Decode) + ms(Stage::Resample),
+            ms(Stage::Stt),
+            ms(Stage::Dialog),
+            ms(Stage::Tts),
+            ms(Stage::Encode),
+            ms(Stage::Send),
+            t.turn_ms,
+            t.end.name(),
+            t.intent.as_deref().unwrap_or("-"),
+            t.transcript.as_deref().unwrap_or("")
+        );
+    }))?;
+    println!(
+        "\nturn p50 {:.0} ms, p95 {:.0} ms over {} turns (fast path p50 {:.0} ms); intent accuracy {}",
+        report.turn.p50,
+        report.turn.p95,
+        report.turns,
+        report.turn_fast_path.p50,
+        report
+            .intent_accuracy
+            .map_or_else(|| "-".into(), |a| format!("{:.1}%", a * 100.0))
+    );
+    println!("\nNext:");
+    println!("  target/release/voxline serve --sandbox     then open http://127.0.0.1:8080/sandbox to talk to it");
+    println!("                                             and http://127.0.0.1:8080/console to watch the turns");
+    println!("  target/release/voxline bench --report target/bench.html   the same turns, 3 rounds, with percentiles");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -146,6 +146,7 @@ impl Service {
         let store = SqliteStore::open(&config.store)?;
         let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
         let mut operator = None;
+        let mut sessions = None;
         let mut tts = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
@@ -153,6 +154,7 @@ impl Service {
                     .await
                     .map_err(|e| ServeError::Dialog(Box::new(e)))?;
                 let token = config.service.operator_token.as_ref();
+                sessions = Some(stage.sessions().clone());
                 operator = Some(crate::dialog::operator::router(
                     stage.sessions().clone(),
                     token.map(|t| t.expose().to_string()),
@@ -240,6 +242,19 @@ impl Service {
             })
             .merge(webhook)
             .merge(operator.unwrap_or_default())
+            .merge(crate::console::router(
+                Arc::new(ServiceConsole {
+                    traces: store.clone(),
+                    budgets: budgets.clone(),
+                    sessions,
+                }),
+                config
+                    .service
+                    .operator_token
+                    .as_ref()
+                    .map(|t| t.expose().to_string()),
+                !config.service.addr.ip().is_loopback(),
+            ))
             .merge(extra);
 
         let addr = config.service.addr;
@@ -330,6 +345,50 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: store: {e}\n"),
         ),
+    }
+}
+
+/// What the operator console reads: the stored traces, the budgets in
+/// force and the dialog's hand-offs.
+struct ServiceConsole {
+    traces: SqliteStore,
+    budgets: BudgetHandle,
+    sessions: Option<crate::dialog::session::SessionStore>,
+}
+
+#[async_trait::async_trait]
+impl crate::console::ConsoleData for ServiceConsole {
+    async fn recent_turns(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::pipeline::trace::TurnTrace>, String> {
+        self.traces
+            .recent_traces(limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn budgets(
+        &self,
+    ) -> (
+        Arc<crate::pipeline::budget::Budgets>,
+        crate::pipeline::budget::ReloadStatus,
+    ) {
+        (self.budgets.snapshot(), self.budgets.status())
+    }
+
+    async fn handoffs(&self) -> Result<Vec<crate::console::HandoffRow>, String> {
+        let Some(sessions) = self.sessions.clone() else {
+            return Ok(Vec::new());
+        };
+        let waiting = tokio::task::spawn_blocking(move || sessions.handoffs())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(waiting
+            .iter()
+            .filter_map(crate::console::HandoffRow::from_session)
+            .collect())
     }
 }
 

@@ -1,0 +1,88 @@
+//! Budgets reload while turns are in flight: the config file changes
+//! (valid, then broken, then valid again) while 60 messages from 12
+//! customers are being answered. Every message is answered exactly once,
+//! the broken file is rejected with its reason and the budgets in force
+//! stay, and the last valid file wins.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::fake_graph::FakeGraph;
+use support::*;
+use voxline::pipeline::budget::BudgetStage;
+use voxline::store::TurnState;
+
+fn budgets_file(turn_ms: u64, stt_ms: u64) -> String {
+    format!(
+        "[budgets]\nturn = {{ ms = {turn_ms}, action = \"hold\" }}\nstt = {{ ms = {stt_ms}, action = \"ask_for_text\" }}\nack = {{ ms = 60000, action = \"reject\" }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_change_under_load_and_no_turn_is_lost_or_doubled() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&graph, dir.path());
+    let file = dir.path().join("voxline.toml");
+    std::fs::write(&file, budgets_file(60_000, 60_000)).unwrap();
+    let service = start(&config, FixedStt::new("unused")).await;
+    service.watch_budgets(file.clone());
+
+    let client = client();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let from = format!("1555000{:04}", 8000 + i % 12);
+        let id = format!("wamid.RELOAD{i}");
+        let body = text(&id, &from, "hello");
+        assert_eq!(deliver(&client, service.addr(), &body).await, 200);
+        ids.push((id, from));
+        match i {
+            15 => std::fs::write(&file, budgets_file(50_000, 40_000)).unwrap(),
+            // ms = 0 is out of range: rejected, the budgets above stay.
+            30 => std::fs::write(&file, budgets_file(0, 40_000)).unwrap(),
+            45 => std::fs::write(&file, budgets_file(45_000, 30_000)).unwrap(),
+            _ => {}
+        }
+        // Spread over about 3 s, so the 1 s file checks land in between.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if i == 31 {
+            // Let the broken file be seen before it is replaced.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let status = service.budgets().status();
+            assert!(status.rejected >= 1, "{status:?}");
+            assert!(
+                status
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("out of range"),
+                "{status:?}"
+            );
+            assert_eq!(
+                service.budgets().snapshot().get(BudgetStage::Turn).ms,
+                50_000,
+                "the broken file left the budgets in force"
+            );
+        }
+    }
+    for (id, _) in &ids {
+        let turn = wait_final(service.store(), id).await;
+        assert_eq!(turn.state, TurnState::Replied, "{id}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let in_force = service.budgets().snapshot();
+    let status = service.budgets().status();
+    service.stop().await.unwrap();
+
+    let mut per_customer: HashMap<String, usize> = HashMap::new();
+    for s in graph.sent() {
+        *per_customer.entry(s.to).or_default() += 1;
+    }
+    assert_eq!(per_customer.len(), 12);
+    assert!(per_customer.values().all(|n| *n == 5), "{per_customer:?}");
+    assert_eq!(in_force.get(BudgetStage::Turn).ms, 45_000);
+    assert_eq!(in_force.get(BudgetStage::Stt).ms, 30_000);
+    assert!(status.applied >= 2, "{status:?}");
+}
