@@ -8,6 +8,8 @@
 //! Needs node, `npm ci` (playwright-core) and Debian's chromium, which
 //! `./x setup` installs; without them this test fails and says so.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -355,4 +357,48 @@ async fn an_operator_sees_a_new_turn_and_its_waterfall() {
         width >= 1000 && height >= 600,
         "screenshot is {width}×{height}"
     );
+}
+
+/// The same page on the real service: a voice note answered just now, by
+/// the webhook, the worker, the dialog and the voice stage, shows up in the
+/// console with its stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_the_service_just_ran_shows_in_its_console() {
+    if let Err(why) = check_tools() {
+        panic!("the console's browser test cannot run: {why}. Run ./x setup, which installs chromium and runs npm ci.");
+    }
+    let graph = support::fake_graph::FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config_for(&graph, dir.path());
+    let service = support::start(&config, support::FixedStt::new(" Where is my order 1842?")).await;
+    graph.add_media(
+        "media-order",
+        support::fixture("commerce/en/order_status_1842.ogg"),
+        "audio/ogg; codecs=opus",
+    );
+    let body = support::voice_note("wamid.CONSOLE1", "15550001842", "media-order");
+    assert_eq!(
+        support::deliver(&support::client(), service.addr(), &body).await,
+        200
+    );
+    support::wait_final(service.store(), "wamid.CONSOLE1").await;
+
+    let screenshot = repo().join("target/console-service.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut cmd = Command::new("node");
+    cmd.current_dir(repo())
+        .arg("tests/browser/console.mjs")
+        .arg(format!("http://{}", service.addr()))
+        .arg("wamid.CONSOLE1")
+        .env("CONSOLE_EXPECT_STAGES", "fetch,stt,dialog,tts,upload,send")
+        .env("CONSOLE_SCREENSHOT", &screenshot);
+    let (ok, printed) =
+        tokio::task::spawn_blocking(move || run_with_timeout(cmd, Duration::from_secs(90)))
+            .await
+            .unwrap();
+    service.stop().await.unwrap();
+    assert!(ok, "the browser test failed:\n{printed}");
+    assert!(printed.contains("console browser test: ok"), "{printed}");
+    let png = std::fs::read(&screenshot).expect("no screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
 }

@@ -351,12 +351,15 @@ async fn finish(
 /// budget without a reply on its way, unless the customer must not be
 /// written to. The reply waits for it, so the two arrive in order.
 struct Hold {
-    task: Option<tokio::task::JoinHandle<Option<(Instant, Instant, Result<(), String>)>>>,
+    task: Option<tokio::task::JoinHandle<Option<HoldSent>>>,
     stop: CancellationToken,
     /// Whether the customer must not be written to; `None` until the
     /// provider has loaded the session, which the holding message waits for.
     quiet: tokio::sync::watch::Sender<Option<bool>>,
 }
+
+/// When the holding message went out, and whether the channel took it.
+type HoldSent = (Instant, Instant, Result<(), String>);
 
 impl Hold {
     fn arm(ctx: &TurnContext, budgets: &Budgets, zero: Instant, to: &str) -> Self {

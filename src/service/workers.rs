@@ -23,6 +23,8 @@ use crate::pipeline::turn::{run_turn, Arrival, TurnContext};
 /// Tries of a turn whose store write failed, before its lane moves on.
 const STORE_RETRIES: u32 = 3;
 
+type Lane = VecDeque<(String, Option<Arrival>)>;
+
 #[derive(Clone)]
 pub struct Workers {
     inner: Arc<Inner>,
@@ -30,7 +32,8 @@ pub struct Workers {
 
 struct Inner {
     ctx: Arc<TurnContext>,
-    lanes: Mutex<HashMap<String, VecDeque<(String, Option<Arrival>)>>>,
+    /// Per customer: message ids waiting, with their arrival.
+    lanes: Mutex<HashMap<String, Lane>>,
     permits: Semaphore,
     tasks: TaskTracker,
     /// No new turns start.
