@@ -145,6 +145,9 @@ struct BenchArgs {
     /// Only these languages (default: those the model transcribes).
     #[arg(long, value_delimiter = ',')]
     lang: Option<Vec<String>>,
+    /// Only notes at most this long, in ms.
+    #[arg(long)]
+    max_note_ms: Option<u64>,
     /// Speech model (default: `[stt] model`).
     #[arg(long)]
     model: Option<String>,
@@ -517,6 +520,7 @@ fn bench(mut config: Config, args: BenchArgs) -> Result<ExitCode> {
         concurrency: args.concurrency,
         limit: args.limit,
         languages: args.lang,
+        max_note_ms: args.max_note_ms,
         llm_first_token: std::time::Duration::from_millis(args.llm_first_token_ms),
         llm_tokens_per_second: args.llm_tokens_per_second,
         ..BenchOptions::default()

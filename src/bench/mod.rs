@@ -57,6 +57,8 @@ pub struct BenchOptions {
     pub limit: Option<usize>,
     /// Only these languages; default: those the model can transcribe.
     pub languages: Option<Vec<String>>,
+    /// Only notes at most this long.
+    pub max_note_ms: Option<u64>,
     pub llm_first_token: Duration,
     pub llm_tokens_per_second: u32,
     /// How long one turn may take before the bench gives up on it.
@@ -72,6 +74,7 @@ impl Default for BenchOptions {
             concurrency: 1,
             limit: None,
             languages: None,
+            max_note_ms: None,
             llm_first_token: Duration::from_millis(300),
             llm_tokens_per_second: 50,
             turn_timeout: Duration::from_secs(60),
@@ -130,6 +133,7 @@ pub fn select(
         .fixtures
         .iter()
         .filter(|f| wanted(f))
+        .filter(|f| options.max_note_ms.is_none_or(|max| f.duration_ms <= max))
         .cloned()
         .collect();
     if let Some(n) = options.limit {
