@@ -29,7 +29,7 @@ pub struct Config {
     pub dialog: DialogConfig,
     /// `[tts]`: the speech providers for voice replies, in fallback order
     /// (default: the Piper voice, then espeak-ng, both in process, no
-    /// network), and `budget_ms`, after which a voice reply goes out as text.
+    /// network). How long speech may take is a budget (`[budgets]`).
     pub tts: TtsConfig,
     /// `[encode]`: how a voice reply is packed into an Ogg/Opus voice note.
     pub encode: EncodeConfig,
@@ -251,13 +251,11 @@ mod tests {
                 crate::tts::ProviderKind::Espeak
             ]
         );
-        assert_eq!(config.tts.budget_ms, 5000);
         assert_eq!(config.encode, EncodeConfig::default());
         let config: Config = toml::from_str(
-            "[tts]\nproviders = [\"openai\", \"espeak\"]\nbudget_ms = 3000\n[tts.openai]\nbase_url = \"http://127.0.0.1:8000\"\n[encode]\nbitrate_bps = 16000\n",
+            "[tts]\nproviders = [\"openai\", \"espeak\"]\n[tts.openai]\nbase_url = \"http://127.0.0.1:8000\"\n[encode]\nbitrate_bps = 16000\n",
         )
         .unwrap();
-        assert_eq!(config.tts.budget_ms, 3000);
         assert_eq!(config.tts.openai.base_url, "http://127.0.0.1:8000");
         assert_eq!(config.encode.bitrate_bps, 16_000);
         assert_eq!(config.encode.page_ms, 1000);

@@ -711,8 +711,12 @@ struct ReplyTimings {
     resample: f64,
     stt: f64,
     dialog: f64,
-    /// TTS and Ogg/Opus encoding, which overlap.
-    tts_encode: f64,
+    /// From the text reaching the speech provider to its first audio.
+    tts_first_audio: f64,
+    /// From the text reaching the speech provider to its last audio.
+    tts: f64,
+    /// Ogg/Opus packing after the last audio (the rest overlaps speech).
+    encode: f64,
 }
 
 fn ms_since(t: std::time::Instant) -> f64 {
@@ -735,7 +739,7 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
     };
     let timings = Timings::of(&note);
     let runtime = tokio::runtime::Runtime::new()?;
-    let (reply_text, outcome, dialog_ms, spoken, tts_ms) = runtime.block_on(async {
+    let (reply_text, outcome, dialog_ms, spoken) = runtime.block_on(async {
         let stage = DialogStage::open(dialog_config).await?;
         let started = std::time::Instant::now();
         let id = format!("offline.{}", std::process::id());
@@ -748,21 +752,46 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
         );
         let (text, outcome) = stage.answer(message).await;
         let dialog_ms = ms_since(started);
-        let started = std::time::Instant::now();
         let spoken = match (outcome.delivery, Language::from_code(&transcript.language)) {
             (Delivery::Voice, Some(language)) => {
-                let tts = tts::from_config(&config.tts)?;
-                let cancel = tokio_util::sync::CancellationToken::new();
-                Some(
-                    tts::voice_note(&tts, &text, language, &config.encode, cancel)
-                        .await?
-                        .0,
+                let tts = std::sync::Arc::new(tts::from_config(&config.tts)?);
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tx.send(text.clone()).await?;
+                drop(tx);
+                let run = voxline::pipeline::voice::speak(
+                    tts,
+                    rx,
+                    language,
+                    &config.encode,
+                    &config.budgets,
+                    tokio_util::sync::CancellationToken::new(),
                 )
+                .await;
+                Some(run)
             }
             _ => None,
         };
-        anyhow::Ok((text, outcome, dialog_ms, spoken, ms_since(started)))
+        anyhow::Ok((text, outcome, dialog_ms, spoken))
     })?;
+    let span_ms = |from: Option<std::time::Instant>, to: Option<std::time::Instant>| match (from, to) {
+        (Some(a), Some(b)) => round2(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+        _ => 0.0,
+    };
+    let (tts_first_audio, tts_ms, encode_ms) = spoken.as_ref().map_or((0.0, 0.0, 0.0), |r| {
+        (
+            span_ms(r.first_text, r.first_audio),
+            span_ms(r.first_text, r.last_audio.or(Some(r.ended))),
+            span_ms(r.last_audio, Some(r.ended)),
+        )
+    });
+    let spoken = match spoken.map(|r| r.note) {
+        Some(Ok(note)) => Some(note),
+        Some(Err(e)) => {
+            eprintln!("no voice note: {}; the reply would go out as text", e.reason);
+            None
+        }
+        None => None,
+    };
     let reply_bytes = spoken.as_ref().map_or(0, |n| n.bytes.len());
     if let Some(n) = &spoken {
         std::fs::write(out, &n.bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -779,7 +808,9 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
             resample: timings.resample,
             stt: timings.stt,
             dialog: dialog_ms,
-            tts_encode: tts_ms,
+            tts_first_audio,
+            tts: tts_ms,
+            encode: encode_ms,
         },
         turn_ms: ms_since(turn),
     };
@@ -795,8 +826,8 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
         }
         let t = &line.timings_ms;
         println!(
-            "ms        decode {:.1}, resample {:.1}, stt {:.0}, dialog {:.1}, tts+encode {:.0}; turn {:.0}",
-            t.decode, t.resample, t.stt, t.dialog, t.tts_encode, line.turn_ms
+            "ms        decode {:.1}, resample {:.1}, stt {:.0}, dialog {:.1}, tts {:.0} (first audio {:.0}), encode {:.1} after the last audio; turn {:.0}",
+            t.decode, t.resample, t.stt, t.dialog, t.tts, t.tts_first_audio, t.encode, line.turn_ms
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -26,10 +26,6 @@ pub struct TtsConfig {
     /// natural-sounding local voice for English, espeak-ng for the other
     /// languages and when Piper fails.
     pub providers: Vec<ProviderKind>,
-    /// Longest a turn waits for its spoken reply (synthesis and encoding of
-    /// the whole note) before it sends the reply as text instead. Default:
-    /// 5000 ms.
-    pub budget_ms: u64,
     pub fallback: FallbackConfig,
     pub piper: PiperConfig,
     pub espeak: EspeakConfig,
@@ -41,7 +37,6 @@ impl Default for TtsConfig {
     fn default() -> Self {
         Self {
             providers: vec![ProviderKind::Piper, ProviderKind::Espeak],
-            budget_ms: 5000,
             fallback: FallbackConfig::default(),
             piper: PiperConfig::default(),
             espeak: EspeakConfig::default(),
@@ -251,7 +246,6 @@ mod tests {
             ]
         );
         assert_eq!(config.fallback.first_audio_timeout_ms, 800);
-        assert_eq!(config.budget_ms, 5000);
         assert_eq!(config.fallback.stall_timeout_ms, 3000);
         assert_eq!(config.espeak.voices[&Language::Es], "es-419");
         assert_eq!(config.openai.format, OpenAiFormat::Opus);
