@@ -28,8 +28,8 @@ pub struct Config {
     /// `[dialog]`: intents, replies, sessions, the shop backend and the LLM.
     pub dialog: DialogConfig,
     /// `[tts]`: the speech providers for voice replies, in fallback order
-    /// (default: the Piper voice, then espeak-ng, both in process, no
-    /// network). How long speech may take is a budget (`[budgets]`).
+    /// (default: espeak-ng in process, no network). How long speech may
+    /// take is a budget (`[budgets]`).
     pub tts: TtsConfig,
     /// `[encode]`: how a voice reply is packed into an Ogg/Opus voice note.
     pub encode: EncodeConfig,
@@ -244,13 +244,7 @@ mod tests {
     #[test]
     fn voice_replies_default_to_the_local_voices() {
         let config = Config::default();
-        assert_eq!(
-            config.tts.providers,
-            [
-                crate::tts::ProviderKind::Piper,
-                crate::tts::ProviderKind::Espeak
-            ]
-        );
+        assert_eq!(config.tts.providers, [crate::tts::ProviderKind::Espeak]);
         assert_eq!(config.encode, EncodeConfig::default());
         let config: Config = toml::from_str(
             "[tts]\nproviders = [\"openai\", \"espeak\"]\n[tts.openai]\nbase_url = \"http://127.0.0.1:8000\"\n[encode]\nbitrate_bps = 16000\n",

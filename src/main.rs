@@ -773,10 +773,11 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
         };
         anyhow::Ok((text, outcome, dialog_ms, spoken))
     })?;
-    let span_ms = |from: Option<std::time::Instant>, to: Option<std::time::Instant>| match (from, to) {
-        (Some(a), Some(b)) => round2(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
-        _ => 0.0,
-    };
+    let span_ms =
+        |from: Option<std::time::Instant>, to: Option<std::time::Instant>| match (from, to) {
+            (Some(a), Some(b)) => round2(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+            _ => 0.0,
+        };
     let (tts_first_audio, tts_ms, encode_ms) = spoken.as_ref().map_or((0.0, 0.0, 0.0), |r| {
         (
             span_ms(r.first_text, r.first_audio),
@@ -787,7 +788,10 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
     let spoken = match spoken.map(|r| r.note) {
         Some(Ok(note)) => Some(note),
         Some(Err(e)) => {
-            eprintln!("no voice note: {}; the reply would go out as text", e.reason);
+            eprintln!(
+                "no voice note: {}; the reply would go out as text",
+                e.reason
+            );
             None
         }
         None => None,

@@ -1,7 +1,6 @@
 //! Voice replies in the service, answered by the dialog stage: a customer's
-//! voice note is answered with one voice note (the default `[tts]`: the
-//! Piper voice, then espeak-ng), which decodes to speech of a plausible
-//! length; with TTS
+//! voice note is answered with one voice note (the default `[tts]`,
+//! espeak-ng), which decodes to speech of a plausible length; with TTS
 //! configured to an HTTP provider that cannot be reached, the same question
 //! is answered with the text. Typed messages keep getting text
 //! (`service_dialog.rs`).
