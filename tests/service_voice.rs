@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use support::fake_graph::FakeGraph;
 use support::*;
+use voxline::channel::{Content, InboundMessage};
 use voxline::media::{self, MediaConfig, SpeechOutcome};
-use voxline::store::TurnState;
+use voxline::pipeline::budget::{Action, Budget, BudgetStage};
+use voxline::store::sqlite::SqliteStore;
+use voxline::store::{Inbox, Progress, Queue, StoreConfig, TurnState};
 use voxline::tts::ProviderKind;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -78,7 +81,16 @@ async fn with_tts_unreachable_the_reply_goes_out_as_text() {
     config.tts.providers = vec![ProviderKind::Openai];
     config.tts.openai.base_url = format!("http://127.0.0.1:{port}");
     config.tts.openai.api_key = Some("sk-test".into());
-    config.tts.budget_ms = 3000;
+    config
+        .budgets
+        .set(
+            BudgetStage::TtsTotal,
+            Budget {
+                ms: 3000,
+                action: Action::SendText,
+            },
+        )
+        .unwrap();
     let service = start(&config, order_question()).await;
     graph.add_media(
         "media-order",
@@ -99,4 +111,66 @@ async fn with_tts_unreachable_the_reply_goes_out_as_text() {
     let text = sent[0].text.as_deref().unwrap();
     assert!(text.starts_with("Order 1842 is on its way."), "{text}");
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
+
+/// A crash after the reply to a voice note was written and before it was
+/// sent: the restart speaks the stored reply again (the voice note itself
+/// is not stored) in the conversation's language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_voice_turn_is_spoken_again() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&graph, dir.path());
+    graph.add_media(
+        "media-order",
+        fixture("commerce/en/order_status_1842.ogg"),
+        "audio/ogg; codecs=opus",
+    );
+    // A first voice note sets the conversation's language.
+    let service = start(&config, order_question()).await;
+    let body = voice_note("wamid.FIRST", MARIA, "media-order");
+    assert_eq!(deliver(&client(), service.addr(), &body).await, 200);
+    wait_final(service.store(), "wamid.FIRST").await;
+    service.stop().await.unwrap();
+    {
+        let store = SqliteStore::open(&StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let message = InboundMessage {
+            id: "wamid.RESUMED".into(),
+            from: MARIA.into(),
+            to: PHONE_NUMBER_ID.into(),
+            timestamp: 1_744_344_500,
+            profile_name: None,
+            content: Content::Audio {
+                media_id: "media-order".into(),
+                mime_type: "audio/ogg; codecs=opus".into(),
+                sha256: None,
+                voice: true,
+            },
+        };
+        assert_eq!(store.accept(&[message], &[], &[]).await.unwrap(), [true]);
+        store
+            .advance(
+                "wamid.RESUMED",
+                Progress::Understood {
+                    transcript: Some("Where is my order 1842?"),
+                    reply: "Order 1842 is on its way.",
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let service = start(&config, order_question()).await;
+    let turn = wait_final(service.store(), "wamid.RESUMED").await;
+    service.stop().await.unwrap();
+    assert_eq!(turn.state, TurnState::Replied);
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].kind, "audio", "{sent:?}");
+    let note = sent[1].audio.as_deref().expect("the uploaded note");
+    let heard = media::load(note, &MediaConfig::default()).unwrap();
+    assert_eq!(heard.outcome, SpeechOutcome::Speech);
 }

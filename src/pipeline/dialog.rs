@@ -90,6 +90,7 @@ impl Respond for DialogRespond {
             Ok(Ok(session)) => Prepared {
                 quiet: session.opted_out.is_some() || session.handoff.is_some(),
                 text_only: session.text_only.is_some(),
+                language: session.language.clone(),
                 state: Some(Arc::new(session)),
             },
             Ok(Err(e)) => {

@@ -107,6 +107,8 @@ pub struct Prepared {
     pub quiet: bool,
     /// The customer asked for text replies: don't start speaking.
     pub text_only: bool,
+    /// The conversation's language, when the provider knows it.
+    pub language: Option<String>,
     /// The provider's own state, handed back to [`Respond::stream`].
     pub state: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }

@@ -1,18 +1,24 @@
 //! One turn: a customer's message in, one reply accepted by the channel out,
 //! each step recorded in the store so that a restart resumes where the turn
-//! stopped.
+//! stopped, and every stage timed into the turn's trace.
 //!
 //! The stages, in order: understand (for a voice note: [`fetch`](super::fetch)
-//! then speech to text on a blocking thread), [`reply`](super::reply), send.
-//! Progress is written after each: `fetching` when the download starts,
-//! `transcribed` with the transcript and the composed reply (a restart from
-//! here sends the stored reply without fetching or transcribing again), and
-//! `replied` with the channel's message id. A [silent](Reply::is_silent)
-//! reply (STOP, a person has the conversation) is stored as an empty text
-//! and ends the turn in `silent` without calling the channel; an empty
+//! then speech to text on a blocking thread, while the reply provider loads
+//! the customer's session), compose (the [`reply`](super::reply) provider's
+//! chunks spoken by the [`voice`](super::voice) stage as they are written),
+//! upload, send. Each runs against its [budget](super::budget), a deadline
+//! with a declared action when it passes; the `turn` budget sends a holding
+//! message meanwhile. Progress is written after each: `fetching` when the
+//! download starts, `transcribed` with the transcript and the composed reply
+//! (a restart from here sends the stored reply without fetching or
+//! transcribing again), and `replied` with the channel's message id. A
+//! silent reply (STOP, a person has the conversation) is stored as an empty
+//! text and ends the turn in `silent` without calling the channel; an empty
 //! stored reply found on resume is silent too. The store keeps only the
-//! reply's text, not its voice note: a turn resumed from `transcribed`
-//! sends that text, even when the reply would have been spoken.
+//! reply's text, not its voice note: a turn resumed from `transcribed` speaks
+//! that text again for a voice note (in the conversation's language), else
+//! sends it as text. The finished [`TurnTrace`] goes to the store and the
+//! metrics.
 //!
 //! # The one window for a duplicate reply
 //!
@@ -158,13 +164,7 @@ pub async fn run_turn(
         let composed = match (turn.state, &turn.reply_text) {
             (TurnState::Transcribed, Some(text)) => {
                 hold.set_quiet(text.trim().is_empty());
-                // The voice note was not stored: the text is the reply.
-                tracing::info!("resuming: sending the stored reply as text");
-                Composed {
-                    text: text.clone(),
-                    voice: None,
-                    silent: text.trim().is_empty(),
-                }
+                resume(ctx, message, text, &budgets, &mut trace, &mut notes).await
             }
             _ => {
                 if matches!(message.content, Content::Audio { .. }) {
@@ -426,6 +426,58 @@ impl Drop for Hold {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// A turn resumed after a restart with its reply already written: the
+/// voice note was not stored, so a reply to a voice note is spoken again
+/// (in the conversation's language) within the speech budgets; else, or
+/// when speech fails, the stored text goes out.
+async fn resume(
+    ctx: &TurnContext,
+    message: &InboundMessage,
+    text: &str,
+    budgets: &Budgets,
+    trace: &mut Trace,
+    notes: &mut Notes,
+) -> Composed {
+    let silent = text.trim().is_empty();
+    let mut composed = Composed {
+        text: text.to_string(),
+        voice: None,
+        silent,
+    };
+    let Some(tts) = ctx.tts.clone() else {
+        return composed;
+    };
+    if silent || !matches!(message.content, Content::Audio { .. }) {
+        return composed;
+    }
+    let prepared = ctx.respond.prepare(message).await;
+    let language = prepared.language.as_deref().and_then(Language::from_code);
+    let (Some(language), false) = (language, prepared.text_only || prepared.quiet) else {
+        tracing::info!("resuming: sending the stored reply as text");
+        return composed;
+    };
+    tracing::info!("resuming: speaking the stored reply again");
+    let (tx, rx) = mpsc::channel(1);
+    // The channel has room for the one chunk.
+    let _ = tx.try_send(text.to_string());
+    drop(tx);
+    let run = voice::speak(
+        tts,
+        rx,
+        language,
+        &ctx.encode,
+        budgets,
+        CancellationToken::new(),
+    )
+    .await;
+    run.record(trace);
+    match run.note {
+        Ok(note) => composed.voice = Some(note.bytes),
+        Err(NoVoice { reason, .. }) => notes.degraded.push(format!("no voice: {reason}")),
+    }
+    composed
 }
 
 /// The understand stages: what the message says, in words.
