@@ -323,7 +323,7 @@ async fn a_transcription_over_budget_asks_the_customer_to_type() {
         [(BudgetStage::Stt, Action::AskForText)]
     );
     let stt_end = trace.spans.iter().find(|s| s.stage == Stage::Stt).unwrap();
-    assert!(stt_end.duration_ms() < 300.0 + 200.0, "{stt_end:?}");
+    assert!(stt_end.duration_ms() < 300.0 + MARGIN_MS, "{stt_end:?}");
     assert!(voxline::metrics::global().overruns("stt", "ask_for_text") > before);
 }
 
@@ -334,7 +334,9 @@ async fn a_transcription_over_budget_is_redone_with_the_faster_model() {
     let mut config = config_for(&graph, dir.path());
     config.stt.models_dir = Some(crate_dir().join("models"));
     config.stt.fallback_model = Some("tiny.en".into());
-    set(&mut config, BudgetStage::Stt, 2_000, Action::FasterModel);
+    // The faster model gets the same budget: 10 s, so that tiny.en finishes
+    // within it even with the other tests loading both cores.
+    set(&mut config, BudgetStage::Stt, 10_000, Action::FasterModel);
     let service = start(&config, Arc::new(SlowStt)).await;
     graph.add_media(
         "media-order",

@@ -301,7 +301,8 @@ async fn find_trace(service: &Service, wamid: &str) -> Result<Option<TurnTrace>,
     Ok(recent.into_iter().find(|t| t.message_id == wamid))
 }
 
-/// p50, p95 and max of a set of values (nearest rank).
+/// p50, p95 and max of a set of values, by nearest rank as the console
+/// computes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Spread {
     pub count: usize,
@@ -312,17 +313,12 @@ pub struct Spread {
 
 impl Spread {
     pub fn of(values: &[f64]) -> Self {
-        if values.is_empty() {
-            return Self::default();
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let p = crate::console::stats::percentiles(values);
         Self {
-            count: v.len(),
-            p50: rank(0.5),
-            p95: rank(0.95),
-            max: v[v.len() - 1],
+            count: p.count,
+            p50: p.p50.unwrap_or(0.0),
+            p95: p.p95.unwrap_or(0.0),
+            max: p.max.unwrap_or(0.0),
         }
     }
 }
