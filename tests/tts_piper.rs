@@ -168,6 +168,7 @@ async fn english_replies_survive_the_voice_note_round_trip_within_10_percent_wer
         let prepared = media::load(&note.bytes, &MediaConfig::default()).unwrap();
         let options = TranscribeOptions {
             language: Some("en".into()),
+            ..TranscribeOptions::default()
         };
         let heard = stt.transcribe(&prepared.samples, &options).unwrap().text;
         let (e, n) = edits(reply, &spoken, &heard);
