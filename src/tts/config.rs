@@ -103,24 +103,21 @@ impl Default for PiperConfig {
 }
 
 /// libespeak-ng in process.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EspeakConfig {
-    /// Speaking rate in words per minute (80 to 450). Default: 165, a little
-    /// slower than espeak's 175, which is easier to follow on a phone.
-    pub rate_wpm: u32,
-    /// espeak-ng voice per reply language, overriding the built-in choice
-    /// (en-us, es, it, pt-br, fr).
+    /// Speaking rate in words per minute (80 to 450) for every language
+    /// that `rates` does not name. Default: unset, each language's built-in
+    /// rate (see [`crate::tts::espeak::EspeakTts::voice`]).
+    pub rate_wpm: Option<u32>,
+    /// Speaking rate per reply language, overriding `rate_wpm`.
+    pub rates: HashMap<Language, u32>,
+    /// espeak-ng voice per reply language, with an optional variant
+    /// (`"es+m3"`), overriding the built-in choice.
     pub voices: HashMap<Language, String>,
-}
-
-impl Default for EspeakConfig {
-    fn default() -> Self {
-        Self {
-            rate_wpm: 165,
-            voices: HashMap::new(),
-        }
-    }
+    /// Extra pause between words per reply language, in 10 ms units,
+    /// overriding the built-in gap.
+    pub word_gaps: HashMap<Language, u32>,
 }
 
 /// Audio format asked of an OpenAI-compatible server.
@@ -231,6 +228,7 @@ mod tests {
             first_audio_timeout_ms = 800
             [espeak]
             voices = { pt = "pt", es = "es-419" }
+            rates = { es = 130 }
             [openai]
             base_url = "http://127.0.0.1:8000"
             format = "opus"
@@ -250,6 +248,8 @@ mod tests {
         assert_eq!(config.fallback.first_audio_timeout_ms, 800);
         assert_eq!(config.fallback.stall_timeout_ms, 3000);
         assert_eq!(config.espeak.voices[&Language::Es], "es-419");
+        assert_eq!(config.espeak.rates[&Language::Es], 130);
+        assert_eq!(config.espeak.rate_wpm, None);
         assert_eq!(config.openai.format, OpenAiFormat::Opus);
         assert_eq!(config.openai.model, "gpt-4o-mini-tts");
         assert_eq!(config.elevenlabs.sample_rate, 24_000);
