@@ -20,8 +20,8 @@ use voxline::tts::config::PiperConfig;
 use voxline::tts::piper::PiperTts;
 use voxline::tts::speak::speakable;
 use voxline::tts::{
-    from_config, voice_note, AudioChunk, Language, SpeechReport, SpeechRequest, TextToSpeech,
-    TtsConfig, TtsError,
+    from_config, voice_note, AudioChunk, Language, ProviderKind, SpeechReport, SpeechRequest,
+    TextToSpeech, TtsConfig, TtsError,
 };
 
 fn models_dir() -> PathBuf {
@@ -236,12 +236,12 @@ async fn cancelling_stops_promptly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_languages_fall_back_to_espeak_in_the_default_chain() {
+async fn other_languages_fall_back_to_espeak_in_the_natural_chain() {
     let (_, report) = say(piper(), &["Hola."], Language::Es).await;
     let error = report.unwrap_err().to_string();
     assert!(error.contains("English only"), "{error}");
 
-    let mut config = TtsConfig::default();
+    let mut config = natural_chain();
     config.piper.models_dir = Some(models_dir());
     let chain = from_config(&config).unwrap();
     assert_eq!(chain.providers().collect::<Vec<_>>(), ["piper", "espeak"]);
@@ -250,6 +250,14 @@ async fn other_languages_fall_back_to_espeak_in_the_default_chain() {
     assert!(!chunks.is_empty());
     let (_, report) = say(&chain, &["Your order is on its way."], Language::En).await;
     assert_eq!(report.unwrap().provider, "piper");
+}
+
+/// `[tts] providers = ["piper", "espeak"]`: the Piper voice for English.
+fn natural_chain() -> TtsConfig {
+    TtsConfig {
+        providers: vec![ProviderKind::Piper, ProviderKind::Espeak],
+        ..TtsConfig::default()
+    }
 }
 
 #[test]
@@ -273,12 +281,12 @@ fn a_missing_model_or_library_is_a_clear_error() {
     assert!(error.contains("ONNX Runtime library"), "{error}");
     assert!(error.contains("./x setup"), "{error}");
 
-    // The default chain names the file too, rather than hiding a broken
-    // set-up behind espeak-ng.
-    let mut chain = TtsConfig::default();
+    // A chain that names Piper names the file too, rather than hiding a
+    // broken set-up behind espeak-ng.
+    let mut chain = natural_chain();
     chain.piper.models_dir = Some(empty.path().to_path_buf());
     let Err(error) = from_config(&chain) else {
-        panic!("the default chain started without the Piper voice");
+        panic!("the chain started without the Piper voice");
     };
     let error = error.to_string();
     assert!(error.contains("./x setup"), "{error}");
