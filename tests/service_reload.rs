@@ -86,3 +86,131 @@ async fn budgets_change_under_load_and_no_turn_is_lost_or_doubled() {
     assert_eq!(in_force.get(BudgetStage::Stt).ms, 30_000);
     assert!(status.applied >= 2, "{status:?}");
 }
+
+/// `voxline serve` reloads its budgets on SIGHUP, also when the file's
+/// size and modification time do not give the change away, and keeps
+/// them when the file is broken.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_budgets_of_the_running_binary() {
+    use std::process::{Command, Stdio};
+
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("voxline.toml");
+    // Same length before and after: "hold" and "hold", 11111 and 22222.
+    std::fs::write(
+        &file,
+        "[budgets]\nturn = { ms = 11111, action = \"hold\" }\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("serve.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxline"));
+    cmd.arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .env("VOXLINE_MODELS_DIR", crate_dir().join("models"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env_for(&graph, &dir.path().join("data")) {
+        cmd.env(k, v);
+    }
+    cmd.env("VOXLINE_ADDR", format!("127.0.0.1:{port}"));
+    let mut child = cmd.spawn().unwrap();
+    let c = client();
+    let turn_ms = || {
+        let c = c.clone();
+        async move {
+            let v: serde_json::Value = c
+                .get(format!("http://127.0.0.1:{port}/console/api/budgets"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let stages = v["stages"].as_array()?.clone();
+            let turn = stages.iter().find(|s| s["stage"] == "turn")?;
+            Some((turn["ms"].as_u64()?, v["reload"].clone()))
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while turn_ms().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "serve did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(turn_ms().await.unwrap().0, 11_111);
+
+    // Rewrite with the same size and put the old modification time back:
+    // only the signal can tell the service.
+    let rewrite = |text: &str| {
+        let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+    };
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    rewrite("[budgets]\nturn = { ms = 22222, action = \"hold\" }\n");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        turn_ms().await.unwrap().0,
+        11_111,
+        "changed without a signal"
+    );
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while turn_ms().await.unwrap().0 != 22_222 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken file: rejected with its reason, the budgets stay.
+    rewrite("[budgets]\nturn = { ms = 33333, action = \"nope\" }\n");
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reload = loop {
+        let (ms, reload) = turn_ms().await.unwrap();
+        assert_eq!(ms, 22_222);
+        if reload["rejected"].as_u64() == Some(1) {
+            break reload;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection: {reload}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        reload["last_error"].as_str().unwrap_or("").contains("nope"),
+        "{reload}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the service"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
