@@ -128,17 +128,37 @@ fn stage_chart(r: &Report) -> String {
             r.budgets_ms.get("turn").copied(),
         )))
         .collect();
+    // Stages span four orders of magnitude (a 1 ms send, a 10 s send
+    // budget): a log axis from 0.1 ms keeps each readable.
+    const FLOOR: f64 = 0.1;
     let scale_max = rows
         .iter()
-        .map(|(_, s, b)| s.p95.max(b.unwrap_or(0) as f64))
-        .fold(1.0, f64::max);
+        .map(|(_, s, b)| s.max.max(b.unwrap_or(0) as f64))
+        .fold(10.0, f64::max);
     let (label_w, plot_w, row_h) = (150.0, 620.0, 26.0);
-    let x = |ms: f64| label_w + ms / scale_max * plot_w;
+    let span = (scale_max / FLOOR).log10();
+    let x = |ms: f64| label_w + (ms.max(FLOOR) / FLOOR).log10() / span * plot_w;
     let height = rows.len() as f64 * row_h + 40.0;
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">"#,
-        w = label_w + plot_w + 20.0
+        w = label_w + plot_w + 40.0
     );
+    let axis_y = 10.0 + rows.len() as f64 * row_h + 12.0;
+    let mut tick = 1.0;
+    while tick <= scale_max {
+        let tx = x(tick);
+        let label = if tick >= 1000.0 {
+            format!("{} s", tick / 1000.0)
+        } else {
+            format!("{tick} ms")
+        };
+        let _ = write!(
+            svg,
+            r##"<line x1="{tx}" x2="{tx}" y1="6" y2="{y2}" stroke="#e4e4e4"/><text x="{tx}" y="{axis_y}" text-anchor="middle">{label}</text>"##,
+            y2 = axis_y - 12.0
+        );
+        tick *= 10.0;
+    }
     for (i, (name, s, budget)) in rows.iter().enumerate() {
         let y = 10.0 + i as f64 * row_h;
         let _ = write!(
@@ -162,12 +182,7 @@ fn stage_chart(r: &Report) -> String {
             );
         }
     }
-    let axis_y = 10.0 + rows.len() as f64 * row_h + 12.0;
-    let _ = write!(
-        svg,
-        r#"<text x="{label_w}" y="{axis_y}">0</text><text x="{end}" y="{axis_y}" text-anchor="end">{scale_max:.0} ms</text></svg>"#,
-        end = label_w + plot_w
-    );
+    let _ = write!(svg, "</svg>");
     svg
 }
 
@@ -224,7 +239,7 @@ pub fn html(r: &Report) -> String {
 </head><body>
 <h1>voxline bench</h1>
 <pre>{table}</pre>
-<h2>Stages: p50 (dark) and p95 (light), budget in red</h2>
+<h2>Stages: p50 (dark) and p95 (light), budget in red, on a log scale</h2>
 {stages}
 <h2>Turn durations, sorted</h2>
 {turns}
