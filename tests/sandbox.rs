@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
-use support::{client, crate_dir, fixture, FixedStt};
+use support::{client, crate_dir, fixture, generous_budgets, FixedStt};
 use voxline::channel::whatsapp::webhook::sign;
 use voxline::config::Config;
 use voxline::media::{self, MediaConfig};
@@ -66,6 +66,9 @@ impl Running {
         base.service.addr = "127.0.0.1:0".parse().unwrap();
         base.store.data_dir = dir.path().to_path_buf();
         base.dialog.data_dir = crate_dir().join("data");
+        // The four tests share two cores with real tiny.en: no budget may
+        // turn a slow transcription into "please type".
+        base.budgets = generous_budgets();
         let config = sandbox.service_config(base);
         assert_eq!(config.whatsapp.graph_url, sandbox.graph_url());
         assert!(config.whatsapp.mark_read);
