@@ -773,18 +773,23 @@ fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Re
         };
         anyhow::Ok((text, outcome, dialog_ms, spoken))
     })?;
-    let span_ms =
-        |from: Option<std::time::Instant>, to: Option<std::time::Instant>| match (from, to) {
-            (Some(a), Some(b)) => round2(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
-            _ => 0.0,
-        };
-    let (tts_first_audio, tts_ms, encode_ms) = spoken.as_ref().map_or((0.0, 0.0, 0.0), |r| {
-        (
-            span_ms(r.first_text, r.first_audio),
-            span_ms(r.first_text, r.last_audio.or(Some(r.ended))),
-            span_ms(r.last_audio, Some(r.ended)),
-        )
-    });
+    // The voice stage's own spans, as a service turn records them.
+    let zero = spoken.as_ref().and_then(|r| r.first_text);
+    let mut voice_trace =
+        voxline::pipeline::trace::Trace::starting_at(zero.unwrap_or_else(std::time::Instant::now));
+    if let Some(run) = &spoken {
+        run.record(&mut voice_trace);
+    }
+    let tts_span = voice_trace.span(Stage::Tts);
+    let tts_first_audio = round2(tts_span.and_then(|s| s.first_output_ms()).unwrap_or(0.0));
+    let tts_ms = round2(tts_span.map_or(0.0, |s| s.duration_ms()));
+    // Packing after the last audio: the rest overlapped speech.
+    let encode_ms = round2(
+        voice_trace
+            .span(Stage::Encode)
+            .zip(tts_span)
+            .map_or(0.0, |(e, t)| (e.end_ms - t.end_ms).max(0.0)),
+    );
     let spoken = match spoken.map(|r| r.note) {
         Some(Ok(note)) => Some(note),
         Some(Err(e)) => {

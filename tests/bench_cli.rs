@@ -8,24 +8,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-use voxline::pipeline::budget::BudgetStage;
 
 /// A config whose budgets no turn trips on a loaded machine (CI runs other
 /// tests beside this one), so every field has values to show.
 fn generous_config(dir: &std::path::Path) -> PathBuf {
-    let budgets: String = BudgetStage::ALL
-        .iter()
-        .map(|s| {
-            let action = support::generous_budgets().get(*s).action;
-            format!(
-                "{} = {{ ms = 60000, action = \"{}\" }}\n",
-                s.name(),
-                action.name()
-            )
-        })
-        .collect();
     let path = dir.join("voxline.toml");
-    std::fs::write(&path, format!("[budgets]\n{budgets}")).unwrap();
+    std::fs::write(&path, support::generous_budgets_toml()).unwrap();
     path
 }
 

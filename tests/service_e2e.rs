@@ -83,18 +83,7 @@ impl Server {
         // The download is slowed on purpose and the machine may be loaded:
         // no budget may cut this turn short or add a holding message.
         let config = data_dir.with_extension("toml");
-        let budgets: String = voxline::pipeline::budget::BudgetStage::ALL
-            .iter()
-            .map(|s| {
-                let action = voxline::pipeline::budget::Budgets::default().get(*s).action;
-                format!(
-                    "{} = {{ ms = 60000, action = \"{}\" }}\n",
-                    s.name(),
-                    action.name()
-                )
-            })
-            .collect();
-        std::fs::write(&config, format!("[budgets]\n{budgets}")).unwrap();
+        std::fs::write(&config, generous_budgets_toml()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxline"));
         cmd.arg("--config")
             .arg(&config)

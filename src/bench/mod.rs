@@ -214,10 +214,13 @@ pub async fn run(
 
 /// A fresh data folder for the bench's store, so runs don't mix.
 fn tempfile_dir() -> Result<PathBuf, BenchError> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let dir = std::env::temp_dir().join(format!(
         "voxline-bench-{}-{}",
         std::process::id(),
-        crate::sandbox::conversation::unix_ms()
+        since_epoch.as_millis()
     ));
     std::fs::create_dir_all(&dir).map_err(|source| BenchError::Read {
         path: dir.display().to_string(),

@@ -839,7 +839,9 @@ async fn compose(
             );
             Some(note.bytes)
         }
-        Some(Err(NoVoice { reason, overrun })) if meta.spoken => {
+        Some(Err(NoVoice {
+            reason, overrun, ..
+        })) if meta.spoken => {
             tracing::warn!(%reason, "could not speak the reply; sending it as text");
             notes.degraded.push(match overrun {
                 Some(b) => format!("{} over budget: send_text", b.name()),

@@ -38,6 +38,8 @@ pub struct SpokenNote {
 /// Why there is no voice note.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoVoice {
+    /// Where it failed: [`Stage::Tts`] or [`Stage::Encode`].
+    pub stage: Stage,
     pub reason: String,
     /// The budget that ran out, when one did.
     pub overrun: Option<BudgetStage>,
@@ -56,45 +58,35 @@ pub struct VoiceRun {
 }
 
 impl VoiceRun {
-    /// Adds the `tts` and `encode` spans to `trace`.
+    /// Adds the `tts` and `encode` spans to `trace`; the one that failed
+    /// carries the overrun or the error.
     pub fn record(&self, trace: &mut Trace) {
         let Some(start) = self.first_text else {
             return;
         };
-        let outcome_of = |stages: &[BudgetStage]| match &self.note {
-            Ok(_) => SpanOutcome::Ok,
-            Err(NoVoice {
-                overrun: Some(b), ..
-            }) if stages.contains(b) => SpanOutcome::Overrun {
-                budget: *b,
-                action: Action::SendText,
-            },
-            Err(e) if stages.contains(&BudgetStage::TtsTotal) => SpanOutcome::Error {
-                reason: e.reason.clone(),
-            },
-            Err(_) => SpanOutcome::Ok,
-        };
-        let tts_end = self.last_audio.unwrap_or(self.ended);
-        let tts_outcome = match &self.note {
-            Err(NoVoice {
-                overrun: Some(BudgetStage::Encode),
-                ..
-            }) => SpanOutcome::Ok,
-            _ => outcome_of(&[BudgetStage::TtsFirstAudio, BudgetStage::TtsTotal]),
-        };
-        trace.record_full(Stage::Tts, start, self.first_audio, tts_end, tts_outcome);
-        if let Some(first_audio) = self.first_audio {
-            let outcome = match &self.note {
-                Err(NoVoice {
-                    overrun: Some(BudgetStage::Encode),
-                    ..
-                }) => outcome_of(&[BudgetStage::Encode]),
-                Err(e) if self.last_audio.is_some() => SpanOutcome::Error {
+        let outcome = |stage| match &self.note {
+            Err(e) if e.stage == stage => match e.overrun {
+                Some(budget) => SpanOutcome::Overrun {
+                    budget,
+                    action: Action::SendText,
+                },
+                None => SpanOutcome::Error {
                     reason: e.reason.clone(),
                 },
-                _ => SpanOutcome::Ok,
-            };
-            trace.record_full(Stage::Encode, first_audio, None, self.ended, outcome);
+            },
+            _ => SpanOutcome::Ok,
+        };
+        let tts_end = self.last_audio.unwrap_or(self.ended);
+        trace.record_full(
+            Stage::Tts,
+            start,
+            self.first_audio,
+            tts_end,
+            outcome(Stage::Tts),
+        );
+        if let Some(first_audio) = self.first_audio {
+            let encode = outcome(Stage::Encode);
+            trace.record_full(Stage::Encode, first_audio, None, self.ended, encode);
         }
     }
 }
@@ -135,6 +127,7 @@ pub async fn speak(
     let total_budget = budgets.get(BudgetStage::TtsTotal).duration();
     let mut run = VoiceRun {
         note: Err(NoVoice {
+            stage: Stage::Tts,
             reason: "no speech".into(),
             overrun: None,
         }),
@@ -174,6 +167,7 @@ pub async fn speak(
                         // The provider stopped reading: its result says why.
                         Ok(Err(_)) => text_tx = None,
                         Err(_) => break Some(NoVoice {
+            stage: Stage::Tts,
                             reason: "the speech provider stopped taking text".into(),
                             overrun: Some(overrun_stage),
                         }),
@@ -199,6 +193,7 @@ pub async fn speak(
                 None => break None,
             },
             () = expired => break Some(NoVoice {
+            stage: Stage::Tts,
                 reason: format!(
                     "speech ran over the {} budget",
                     overrun_stage.name()
@@ -223,6 +218,7 @@ pub async fn speak(
         Ok(Err(e)) => {
             run.ended = Instant::now();
             run.note = Err(NoVoice {
+                stage: Stage::Tts,
                 reason: e.to_string(),
                 overrun: None,
             });
@@ -231,6 +227,7 @@ pub async fn speak(
         Err(e) => {
             run.ended = Instant::now();
             run.note = Err(NoVoice {
+                stage: Stage::Tts,
                 reason: format!("speech task failed: {e}"),
                 overrun: None,
             });
@@ -247,18 +244,22 @@ pub async fn speak(
             provider: report.provider,
         }),
         Ok(Ok(Ok(None))) => Err(NoVoice {
+            stage: Stage::Tts,
             reason: format!("{} produced no audio", report.provider),
             overrun: None,
         }),
         Ok(Ok(Err(e))) => Err(NoVoice {
+            stage: Stage::Encode,
             reason: format!("encoding failed: {e}"),
             overrun: None,
         }),
         Ok(Err(e)) => Err(NoVoice {
+            stage: Stage::Encode,
             reason: format!("encoder thread failed: {e}"),
             overrun: None,
         }),
         Err(_) => Err(NoVoice {
+            stage: Stage::Encode,
             reason: "encoding ran over its budget".into(),
             overrun: Some(BudgetStage::Encode),
         }),

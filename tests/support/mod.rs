@@ -78,6 +78,24 @@ pub fn generous_budgets() -> Budgets {
     budgets
 }
 
+/// [`generous_budgets`] as a `[budgets]` section, for tests that run the
+/// binary with a config file.
+pub fn generous_budgets_toml() -> String {
+    let budgets = generous_budgets();
+    let lines: String = budgets
+        .iter()
+        .map(|(stage, b)| {
+            format!(
+                "{} = {{ ms = {}, action = \"{}\" }}\n",
+                stage.name(),
+                b.ms,
+                b.action.name()
+            )
+        })
+        .collect();
+    format!("[budgets]\n{lines}")
+}
+
 /// [`config_for`], answered by the echo: for tests of delivery mechanics
 /// that check what was understood, word for word.
 pub fn echo_config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
