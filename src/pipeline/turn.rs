@@ -711,14 +711,16 @@ async fn compose(
     let started = Instant::now();
     let total_deadline = started + total.duration();
     // With `next_provider` the LLM chain enforces the first-token budget
-    // per provider; the turn only caps the whole.
-    let first_deadline = match first.action {
-        Action::Template => Some(started + first.duration()),
-        _ => None,
+    // per provider; the turn only caps the whole. With `template` the turn
+    // alone enforces it: were the chain also given it, its own timeout could
+    // fire first and answer "didn't get that" instead of the template.
+    let (first_deadline, chain_first) = match first.action {
+        Action::Template => (Some(started + first.duration()), None),
+        _ => (None, Some(first.duration())),
     };
     let mut stream = ctx
         .respond
-        .stream(message, said, prepared, Some(first.duration()))
+        .stream(message, said, prepared, chain_first)
         .await;
 
     let (tokens_tx, tokens_rx) = mpsc::channel::<String>(64);
