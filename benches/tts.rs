@@ -1,17 +1,19 @@
 //! Local TTS speed: espeak-ng's speed per reply language (audio seconds per
 //! second of synthesis, on its one dedicated thread), and the Piper voice's
 //! real-time factor on English (seconds of synthesis per second of audio,
-//! with one and two ONNX Runtime threads), each with its time to first
-//! audio. Run with `cargo bench --bench tts`, or `cargo bench --bench tts --
-//! piper` for Piper alone.
+//! with one and two ONNX Runtime threads), and Kokoro's on Spanish,
+//! Italian, Portuguese and French, each with its time to first audio. Run
+//! with `cargo bench --bench tts`, or `cargo bench --bench tts -- piper` (or
+//! `kokoro`) for one voice alone.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use voxline::tts::config::{EspeakConfig, PiperConfig};
+use voxline::tts::config::{EspeakConfig, KokoroConfig, PiperConfig};
 use voxline::tts::espeak::EspeakTts;
+use voxline::tts::kokoro::KokoroTts;
 use voxline::tts::piper::PiperTts;
 use voxline::tts::{AudioChunk, Language, SpeechReport, SpeechRequest, TextToSpeech};
 
@@ -124,5 +126,37 @@ fn bench_piper(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_espeak, bench_piper);
+fn bench_kokoro(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("kokoro_reply");
+    group.sample_size(10);
+    for threads in [1, 2] {
+        let config = KokoroConfig {
+            threads,
+            ..KokoroConfig::default()
+        };
+        let tts = KokoroTts::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        let text = reply(Language::It);
+        group.bench_with_input(BenchmarkId::new("it", threads), &text, |b, text| {
+            b.iter(|| runtime.block_on(say(&tts, text, Language::It)))
+        });
+        for language in [Language::Es, Language::It, Language::Pt, Language::Fr] {
+            let (took, first_audio, seconds) =
+                median_run(&runtime, &tts, reply(language), language);
+            println!(
+                "kokoro {language}, {threads} thread(s): {seconds:.1} s of speech in {:.0} ms (RTF {:.3}), first audio after {:.0} ms",
+                took.as_secs_f64() * 1000.0,
+                took.as_secs_f64() / seconds,
+                first_audio.as_secs_f64() * 1000.0
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_espeak, bench_piper, bench_kokoro);
 criterion_main!(benches);

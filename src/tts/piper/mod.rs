@@ -12,21 +12,21 @@
 //! is shared by all turns, one sentence at a time. Cancelling terminates the
 //! running inference through its `RunOptions`.
 
-mod phonemes;
+pub(crate) mod phonemes;
 pub mod voice;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use ort::environment::Environment;
 use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::PiperConfig;
+use super::onnx::{not_found, resolve, runtime};
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
 };
@@ -40,48 +40,6 @@ fn unavailable(reason: impl ToString) -> TtsError {
         provider: PROVIDER.into(),
         reason: reason.to_string(),
     }
-}
-
-/// A path from the config: as it is when it names a file, else in the
-/// models folder.
-fn resolve(path: &Path, dir: &Path) -> PathBuf {
-    if path.is_file() || path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        dir.join(path)
-    }
-}
-
-fn not_found(what: &str, path: &Path) -> TtsError {
-    unavailable(format!(
-        "{what} not found at {}; run `./x setup` (or models/fetch.sh) to fetch it",
-        path.display()
-    ))
-}
-
-/// The process's ONNX Runtime, loaded once from the first library asked
-/// for; ONNX Runtime allows one environment per process. A failed load is
-/// not kept, so a corrected path can be tried again.
-fn runtime(library: &Path) -> Result<Environment, TtsError> {
-    static RUNTIME: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
-    let mut runtime = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((loaded, environment)) = runtime.as_ref() {
-        if loaded != library {
-            return Err(unavailable(format!(
-                "ONNX Runtime is already loaded from {}; one library per process, not also {}",
-                loaded.display(),
-                library.display()
-            )));
-        }
-        return Ok(environment.clone());
-    }
-    let environment = ort::init_from(library)
-        .map_err(|e| unavailable(format!("cannot load ONNX Runtime: {e}")))?
-        .with_name("voxline")
-        .build()
-        .map_err(|e| unavailable(format!("ONNX Runtime: {e}")))?;
-    *runtime = Some((library.to_path_buf(), environment.clone()));
-    Ok(environment)
 }
 
 /// A loaded voice: its config and its model.
@@ -151,7 +109,7 @@ impl PiperTts {
             ("ONNX Runtime library", &library),
         ] {
             if !path.is_file() {
-                return Err(not_found(what, path));
+                return Err(unavailable(not_found(what, path)));
             }
         }
         let json = std::fs::read_to_string(&json_path)
@@ -159,7 +117,7 @@ impl PiperTts {
         let voice = Voice::parse(&json)
             .map_err(|e| unavailable(format!("{}: {e}", json_path.display())))?;
 
-        let environment = runtime(&library)?;
+        let environment = runtime(&library).map_err(unavailable)?;
         let load_err = |e: &dyn std::fmt::Display| {
             unavailable(format!("cannot load {}: {e}", model_path.display()))
         };
@@ -203,7 +161,7 @@ impl PiperTts {
         cancel: &CancellationToken,
     ) -> Result<Vec<String>, TtsError> {
         let voice = self.model.voice.espeak_voice.clone();
-        let task = tokio::task::spawn_blocking(move || phonemes::sentences(&text, &voice));
+        let task = tokio::task::spawn_blocking(move || phonemes::sentences(&text, &voice, false));
         tokio::select! {
             done = task => done.map_err(|e| unavailable(format!("phonemizer: {e}")))?,
             () = cancel.cancelled() => Err(TtsError::Cancelled),

@@ -3,6 +3,10 @@
 //! clause's punctuation put back after its phonemes, and sentences cut
 //! after `.`, `?` and `!`.
 //!
+//! Kokoro takes the same IPA with espeak-ng's multi-letter phonemes tied,
+//! so that its own single letters for them can be put in ([`sentences`]
+//! with `ties`).
+//!
 //! libespeak-ng's state is global, so the calls run on the espeak
 //! provider's thread ([`espeak::with_voice`]).
 
@@ -17,6 +21,9 @@ mod ffi {
     pub const CHARS_UTF8: c_int = 1;
     /// Bit 1 of `phonememode`: IPA as UTF-8, not espeak's ASCII names.
     pub const PHONEMES_IPA: c_int = 0x02;
+    /// Bit 7: bits 8-23 hold a character that ties the letters of one
+    /// multi-letter phoneme ("t^ʃ").
+    pub const PHONEMES_TIE: c_int = 0x80;
 
     #[link(name = "espeak-ng")]
     extern "C" {
@@ -43,20 +50,29 @@ struct Clause {
     end: Option<char>,
 }
 
+/// The character that ties a multi-letter phoneme's letters with `ties`.
+pub const TIE: char = '^';
+
 /// The IPA phonemes of `text`, one string per sentence, in the espeak-ng
-/// voice `voice`. Blocking: call it from a blocking thread.
-pub fn sentences(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
+/// voice `voice`; with `ties`, the letters of each multi-letter phoneme are
+/// joined by [`TIE`]. Blocking: call it from a blocking thread.
+pub fn sentences(text: &str, voice: &str, ties: bool) -> Result<Vec<String>, TtsError> {
     // Interior NULs would end the text early; they are not speech anyway.
     let text = CString::new(text.replace('\0', " ")).map_err(|e| TtsError::Unavailable {
-        provider: super::PROVIDER.into(),
+        provider: "espeak".into(),
         reason: e.to_string(),
     })?;
-    let clauses = espeak::with_voice(voice, move || clauses(&text))?;
+    let mode = if ties {
+        ffi::PHONEMES_IPA | ffi::PHONEMES_TIE | ((TIE as c_int) << 8)
+    } else {
+        ffi::PHONEMES_IPA
+    };
+    let clauses = espeak::with_voice(voice, move || clauses(&text, mode))?;
     Ok(group(clauses))
 }
 
 /// Runs on the espeak thread.
-fn clauses(text: &CStr) -> Vec<Clause> {
+fn clauses(text: &CStr, mode: c_int) -> Vec<Clause> {
     let bytes = text.to_bytes();
     let start = text.as_ptr() as usize;
     let mut at: *const c_void = text.as_ptr().cast();
@@ -65,8 +81,7 @@ fn clauses(text: &CStr) -> Vec<Clause> {
         let before = at as usize;
         // SAFETY: espeak thread (see `espeak::with_voice`); `at` points
         // into `text`, NUL-terminated and alive for the whole loop.
-        let out =
-            unsafe { ffi::espeak_TextToPhonemes(&mut at, ffi::CHARS_UTF8, ffi::PHONEMES_IPA) };
+        let out = unsafe { ffi::espeak_TextToPhonemes(&mut at, ffi::CHARS_UTF8, mode) };
         let phonemes = if out.is_null() {
             String::new()
         } else {
@@ -182,11 +197,20 @@ mod tests {
         let sentences = sentences(
             "Hello, world. Your order is on its way; is that OK? Thanks",
             "en-us",
+            false,
         )
         .unwrap();
         assert_eq!(sentences.len(), 3, "{sentences:?}");
         assert!(sentences[0].starts_with("həlˈoʊ, wˈɜːld."), "{sentences:?}");
         assert!(sentences[1].contains("wˈeɪ; ɪz"), "{sentences:?}");
         assert!(sentences[1].ends_with('?'), "{sentences:?}");
+    }
+
+    #[test]
+    fn ties_join_the_letters_of_one_phoneme() {
+        let tied = sentences("Ciao, arriverà venerdì.", "it", true).unwrap();
+        assert!(tied[0].starts_with("t^ʃ"), "{tied:?}");
+        let plain = sentences("Ciao, arriverà venerdì.", "it", false).unwrap();
+        assert!(plain[0].starts_with("tʃ"), "{plain:?}");
     }
 }
