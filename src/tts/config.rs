@@ -27,7 +27,10 @@ pub struct TtsConfig {
     /// fast-path turn under 600 ms on 2 cores. `["piper", "espeak"]` gives
     /// English replies the natural-sounding Piper voice (espeak-ng for the
     /// other languages and when Piper fails) for about 440 ms more per turn
-    /// on the same machine (README, "Figures").
+    /// on the same machine (README, "Figures"); `["piper", "kokoro",
+    /// "espeak"]` adds Kokoro's natural voices for Spanish, Italian,
+    /// Portuguese and French, for about 2.8 s more per turn there (README,
+    /// "The Kokoro voice").
     pub providers: Vec<ProviderKind>,
     pub fallback: FallbackConfig,
     pub piper: PiperConfig,
@@ -312,12 +315,32 @@ mod tests {
     }
 
     #[test]
-    fn the_default_chain_is_espeak_and_piper_is_one_line_away() {
+    fn the_default_chain_is_espeak_and_the_natural_voices_are_one_line_away() {
         let chain = crate::tts::from_config(&TtsConfig::default()).unwrap();
         assert_eq!(chain.providers().collect::<Vec<_>>(), ["espeak"]);
-        let natural: TtsConfig = toml::from_str("providers = [\"piper\", \"espeak\"]").unwrap();
+        let natural: TtsConfig =
+            toml::from_str("providers = [\"piper\", \"kokoro\", \"espeak\"]").unwrap();
         let chain =
-            crate::tts::from_config(&natural).expect("run ./x setup to fetch the Piper voice");
-        assert_eq!(chain.providers().collect::<Vec<_>>(), ["piper", "espeak"]);
+            crate::tts::from_config(&natural).expect("run ./x setup to fetch the local voices");
+        assert_eq!(
+            chain.providers().collect::<Vec<_>>(),
+            ["piper", "kokoro", "espeak"]
+        );
+    }
+
+    #[test]
+    fn kokoro_voices_and_speed_come_from_the_file() {
+        let config: TtsConfig =
+            toml::from_str("[kokoro]\nspeed = 1.1\nthreads = 1\nvoices = { it = \"jf_nezumi\" }")
+                .unwrap();
+        assert_eq!(config.kokoro.speed, 1.1);
+        assert_eq!(config.kokoro.threads, 1);
+        assert_eq!(
+            config.kokoro.voices.len(),
+            1,
+            "the file's map replaces the default"
+        );
+        assert_eq!(config.kokoro.voices[&Language::It], "jf_nezumi");
+        assert!(toml::from_str::<TtsConfig>("[kokoro]\nvoices = { de = \"x\" }").is_err());
     }
 }
