@@ -4,9 +4,13 @@
 //! models folder.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::environment::Environment;
+use ort::session::{RunOptions, Session};
+use tokio_util::sync::CancellationToken;
+
+use super::TtsError;
 
 /// A path from the config: as it is when it names a file or is absolute,
 /// else in the models folder.
@@ -50,4 +54,85 @@ pub(crate) fn runtime(library: &Path) -> Result<Environment, String> {
         .map_err(|e| format!("ONNX Runtime: {e}"))?;
     *runtime = Some((library.to_path_buf(), environment.clone()));
     Ok(environment)
+}
+
+/// A model's session on the runtime from `library`, with `threads` CPU
+/// threads for one inference, refused unless it takes every input named in
+/// `inputs` (`kind` names the model in that error). Returns the session
+/// and the names of all its inputs.
+pub(crate) fn session(
+    library: &Path,
+    model: &Path,
+    threads: u16,
+    kind: &str,
+    inputs: &[&str],
+) -> Result<(Session, Vec<String>), String> {
+    let environment = runtime(library)?;
+    let load_err = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", model.display());
+    let session = Session::builder(&environment)
+        .map_err(|e| load_err(&e))?
+        .with_intra_threads(usize::from(threads.max(1)))
+        .map_err(|e| load_err(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| load_err(&e))?
+        .commit_from_file(model)
+        .map_err(|e| load_err(&e))?;
+    let names: Vec<String> = session
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .collect();
+    for name in inputs {
+        if !names.iter().any(|n| n == name) {
+            return Err(load_err(&format!(
+                "not a {kind} model: no input {name:?} (inputs: {names:?})"
+            )));
+        }
+    }
+    Ok((session, names))
+}
+
+/// How a cancellable inference ended without audio.
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    Cancelled,
+    Failed(String),
+}
+
+impl Stopped {
+    /// As the error of `provider`.
+    pub(crate) fn into_tts(self, provider: &str) -> TtsError {
+        match self {
+            Self::Cancelled => TtsError::Cancelled,
+            Self::Failed(reason) => TtsError::Unavailable {
+                provider: provider.into(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Runs `infer` on a blocking thread with run options through which
+/// cancelling terminates it; waits for a terminated run to return, so no
+/// work lingers after a cancel.
+pub(crate) async fn infer_cancellable<T: Send + 'static>(
+    cancel: &CancellationToken,
+    infer: impl FnOnce(&RunOptions) -> Result<T, String> + Send + 'static,
+) -> Result<T, Stopped> {
+    let run = Arc::new(RunOptions::new().map_err(|e| Stopped::Failed(e.to_string()))?);
+    let task = {
+        let run = Arc::clone(&run);
+        tokio::task::spawn_blocking(move || infer(&run))
+    };
+    tokio::pin!(task);
+    tokio::select! {
+        done = &mut task => done
+            .map_err(|e| Stopped::Failed(format!("inference: {e}")))?
+            .map_err(|e| Stopped::Failed(format!("inference: {e}"))),
+        () = cancel.cancelled() => {
+            let _ = run.terminate();
+            let _ = task.await;
+            Err(Stopped::Cancelled)
+        }
+    }
 }

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::KokoroConfig;
-use super::onnx::{not_found, resolve, runtime};
+use super::onnx::{infer_cancellable, not_found, resolve, session};
 use super::piper::phonemes;
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
@@ -346,26 +346,14 @@ impl KokoroTts {
             voices.insert(*language, style);
         }
 
-        let environment = runtime(&library).map_err(unavailable)?;
-        let load_err = |e: &dyn std::fmt::Display| {
-            unavailable(format!("cannot load {}: {e}", model_path.display()))
-        };
-        let session = Session::builder(&environment)
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(usize::from(config.threads.max(1)))
-            .map_err(|e| load_err(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(&e))?
-            .commit_from_file(&model_path)
-            .map_err(|e| load_err(&e))?;
-        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        for name in ["tokens", "style", "speed"] {
-            if !names.contains(&name) {
-                return Err(load_err(&format!(
-                    "not a Kokoro model: no input {name:?} (inputs: {names:?})"
-                )));
-            }
-        }
+        let (session, _) = session(
+            &library,
+            &model_path,
+            config.threads,
+            "Kokoro",
+            &["tokens", "style", "speed"],
+        )
+        .map_err(unavailable)?;
         let sentence_silence =
             (u64::from(SAMPLE_RATE) * u64::from(config.sentence_silence_ms) / 1000) as usize;
         Ok(Self {
@@ -425,23 +413,10 @@ impl KokoroTts {
         }
         // The phonemiser cuts sentences well below this; a guard all the same.
         ids.truncate(ROWS);
-        let run = Arc::new(RunOptions::new().map_err(unavailable)?);
         let model = Arc::clone(&self.model);
-        let task = {
-            let run = Arc::clone(&run);
-            tokio::task::spawn_blocking(move || model.sentence(&ids, language, &run))
-        };
-        tokio::pin!(task);
-        let samples = tokio::select! {
-            done = &mut task => done.map_err(|e| unavailable(format!("inference: {e}")))?,
-            () = cancel.cancelled() => {
-                let _ = run.terminate();
-                // Terminated runs return at once; wait so no work lingers.
-                let _ = task.await;
-                return Err(TtsError::Cancelled);
-            }
-        };
-        let mut samples = samples.map_err(|e| unavailable(format!("inference: {e}")))?;
+        let mut samples = infer_cancellable(cancel, move |run| model.sentence(&ids, language, run))
+            .await
+            .map_err(|s| s.into_tts(PROVIDER))?;
         samples.resize(samples.len() + self.sentence_silence, 0.0);
         Ok(Some(AudioChunk {
             sample_rate: SAMPLE_RATE,

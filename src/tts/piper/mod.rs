@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::PiperConfig;
-use super::onnx::{not_found, resolve, runtime};
+use super::onnx::{infer_cancellable, not_found, resolve, session};
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
 };
@@ -117,27 +117,15 @@ impl PiperTts {
         let voice = Voice::parse(&json)
             .map_err(|e| unavailable(format!("{}: {e}", json_path.display())))?;
 
-        let environment = runtime(&library).map_err(unavailable)?;
-        let load_err = |e: &dyn std::fmt::Display| {
-            unavailable(format!("cannot load {}: {e}", model_path.display()))
-        };
-        let session = Session::builder(&environment)
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(usize::from(config.threads.max(1)))
-            .map_err(|e| load_err(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(&e))?
-            .commit_from_file(&model_path)
-            .map_err(|e| load_err(&e))?;
-        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        for name in ["input", "input_lengths", "scales"] {
-            if !names.contains(&name) {
-                return Err(load_err(&format!(
-                    "not a Piper model: no input {name:?} (inputs: {names:?})"
-                )));
-            }
-        }
-        let takes_speaker = names.contains(&"sid");
+        let (session, names) = session(
+            &library,
+            &model_path,
+            config.threads,
+            "Piper",
+            &["input", "input_lengths", "scales"],
+        )
+        .map_err(unavailable)?;
+        let takes_speaker = names.iter().any(|n| n == "sid");
         let sentence_silence =
             (u64::from(voice.sample_rate) * u64::from(config.sentence_silence_ms) / 1000) as usize;
         Ok(Self {
@@ -176,23 +164,10 @@ impl PiperTts {
         cancel: &CancellationToken,
     ) -> Result<AudioChunk, TtsError> {
         let ids = self.model.voice.phoneme_ids(phonemes);
-        let run = Arc::new(RunOptions::new().map_err(unavailable)?);
         let model = Arc::clone(&self.model);
-        let task = {
-            let run = Arc::clone(&run);
-            tokio::task::spawn_blocking(move || model.synthesize(ids, &run))
-        };
-        tokio::pin!(task);
-        let samples = tokio::select! {
-            done = &mut task => done.map_err(|e| unavailable(format!("inference: {e}")))?,
-            () = cancel.cancelled() => {
-                let _ = run.terminate();
-                // Terminated runs return at once; wait so no work lingers.
-                let _ = task.await;
-                return Err(TtsError::Cancelled);
-            }
-        };
-        let mut samples = samples.map_err(|e| unavailable(format!("inference: {e}")))?;
+        let mut samples = infer_cancellable(cancel, move |run| model.synthesize(ids, run))
+            .await
+            .map_err(|s| s.into_tts(PROVIDER))?;
         samples.resize(samples.len() + self.sentence_silence, 0.0);
         Ok(AudioChunk {
             sample_rate: self.sample_rate(),
