@@ -4,17 +4,19 @@
 //! in the natural chain; and missing files are clear errors. Its round trip
 //! through Whisper is in `tests/tts_roundtrip.rs`.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use support::speech::{rms, say};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxline::tts::config::KokoroConfig;
 use voxline::tts::kokoro::{KokoroTts, SAMPLE_RATE};
 use voxline::tts::{
-    from_config, AudioChunk, Language, ProviderKind, SpeechReport, SpeechRequest, TextToSpeech,
-    TtsConfig, TtsError,
+    from_config, Language, ProviderKind, SpeechRequest, TextToSpeech, TtsConfig, TtsError,
 };
 
 fn models_dir() -> PathBuf {
@@ -32,37 +34,6 @@ fn config() -> KokoroConfig {
 fn kokoro() -> &'static KokoroTts {
     static KOKORO: OnceLock<KokoroTts> = OnceLock::new();
     KOKORO.get_or_init(|| KokoroTts::load(&config()).unwrap_or_else(|e| panic!("{e}")))
-}
-
-/// Speaks `chunks` with `tts`; returns the audio and the report.
-async fn say(
-    tts: &dyn TextToSpeech,
-    chunks: &[&str],
-    language: Language,
-) -> (Vec<AudioChunk>, Result<SpeechReport, TtsError>) {
-    let (text_tx, text_rx) = mpsc::channel(8);
-    for chunk in chunks {
-        text_tx.send(chunk.to_string()).await.unwrap();
-    }
-    drop(text_tx);
-    let (audio_tx, mut audio_rx) = mpsc::channel(8);
-    let collect = async {
-        let mut out = Vec::new();
-        while let Some(chunk) = audio_rx.recv().await {
-            out.push(chunk);
-        }
-        out
-    };
-    let request = SpeechRequest { language };
-    let (report, audio) = tokio::join!(
-        tts.speak(&request, text_rx, audio_tx, CancellationToken::new()),
-        collect
-    );
-    (audio, report)
-}
-
-fn rms(samples: &[f32]) -> f32 {
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,13 @@
 //! hands other languages to espeak-ng in the default chain, and reports
 //! missing files clearly.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use support::speech::{rms, say};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxline::encode::EncodeConfig;
@@ -20,8 +23,8 @@ use voxline::tts::config::PiperConfig;
 use voxline::tts::piper::PiperTts;
 use voxline::tts::speak::speakable;
 use voxline::tts::{
-    from_config, voice_note, AudioChunk, Language, ProviderKind, SpeechReport, SpeechRequest,
-    TextToSpeech, TtsConfig, TtsError,
+    from_config, voice_note, Language, ProviderKind, SpeechRequest, TextToSpeech, TtsConfig,
+    TtsError,
 };
 
 fn models_dir() -> PathBuf {
@@ -45,37 +48,6 @@ fn english() -> SpeechRequest {
     SpeechRequest {
         language: Language::En,
     }
-}
-
-/// Speaks `chunks` with `tts`; returns the audio and the report.
-async fn say(
-    tts: &dyn TextToSpeech,
-    chunks: &[&str],
-    language: Language,
-) -> (Vec<AudioChunk>, Result<SpeechReport, TtsError>) {
-    let (text_tx, text_rx) = mpsc::channel(8);
-    for chunk in chunks {
-        text_tx.send(chunk.to_string()).await.unwrap();
-    }
-    drop(text_tx);
-    let (audio_tx, mut audio_rx) = mpsc::channel(8);
-    let collect = async {
-        let mut out = Vec::new();
-        while let Some(chunk) = audio_rx.recv().await {
-            out.push(chunk);
-        }
-        out
-    };
-    let request = SpeechRequest { language };
-    let (report, audio) = tokio::join!(
-        tts.speak(&request, text_rx, audio_tx, CancellationToken::new()),
-        collect
-    );
-    (audio, report)
-}
-
-fn rms(samples: &[f32]) -> f32 {
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_graph;
+pub mod speech;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
