@@ -35,6 +35,7 @@ pub mod language;
 pub mod numbers;
 mod onnx;
 pub mod openai;
+pub(crate) mod phonemes;
 pub mod piper;
 pub mod speak;
 

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::KokoroConfig;
 use super::onnx::{infer_cancellable, not_found, resolve, session};
-use super::piper::phonemes;
+use super::phonemes;
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
 };

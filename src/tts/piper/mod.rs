@@ -12,7 +12,6 @@
 //! is shared by all turns, one sentence at a time. Cancelling terminates the
 //! running inference through its `RunOptions`.
 
-pub(crate) mod phonemes;
 pub mod voice;
 
 use std::ffi::OsString;
@@ -27,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PiperConfig;
 use super::onnx::{infer_cancellable, not_found, resolve, session};
+use super::phonemes;
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
 };
