@@ -136,6 +136,7 @@ impl Config {
     /// committed `data/` folder.
     pub fn dialog(&self) -> DialogConfig {
         let mut dialog = self.dialog.clone();
+        dialog.languages = self.service.languages.clone();
         dialog
             .database
             .get_or_insert_with(|| self.store.data_dir.join(crate::store::sqlite::FILE_NAME));

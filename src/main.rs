@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -112,6 +113,27 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Speak a text with the configured voices into an Ogg/Opus voice note,
+    /// exactly as a reply is spoken (for listening to a voice, and for
+    /// making fixtures).
+    Say {
+        text: String,
+        /// Reply language (en, es, it, pt, fr).
+        #[arg(long, default_value = "en")]
+        lang: String,
+        /// Speak with this provider alone (piper, kokoro, espeak) instead of
+        /// the configured chain.
+        #[arg(long)]
+        provider: Option<String>,
+        /// The Kokoro voice for this language (e.g. ef_dora).
+        #[arg(long)]
+        voice: Option<String>,
+        /// Speaking speed of the local voices (0.5 to 2.0).
+        #[arg(long)]
+        speed: Option<f32>,
+        #[arg(long, default_value = "say.ogg")]
+        out: PathBuf,
     },
     /// Conversations handed to a person.
     Handoff {
@@ -279,6 +301,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             json,
         } => reply(&config, &file, &from, &out, json),
+        Command::Say {
+            text,
+            lang,
+            provider,
+            voice,
+            speed,
+            out,
+        } => say(config, &text, &lang, provider, voice, speed, &out),
         Command::Transcribe {
             files,
             model,
@@ -324,6 +354,13 @@ struct TranscribeJson<'a> {
     language: Option<&'a str>,
     text: &'a str,
     confidence: f32,
+    no_speech_probability: f32,
+    /// How the language was chosen, when the router chose it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing: Option<&'a voxline::stt::Routing>,
+    /// Why the service would not act on this transcript, if it would not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_heard: Option<String>,
     audio_ms: u64,
     timings_ms: Timings,
 }
@@ -349,12 +386,22 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-fn load_stt(config: &SttConfig, model: Option<String>) -> Result<WhisperStt> {
-    let mut config = config.clone();
-    if let Some(m) = model {
-        config.model = m;
+/// The speech-to-text stage: `model` alone when one is named, else the
+/// configured models behind the language router, for the configured
+/// languages.
+fn load_stt(config: &Config, model: Option<String>) -> Result<Arc<dyn SpeechToText>> {
+    match model {
+        Some(model) => {
+            let config = SttConfig {
+                model,
+                ..config.stt.clone()
+            };
+            let stt = WhisperStt::load(&config).context("loading the speech-to-text model")?;
+            Ok(Arc::new(stt))
+        }
+        None => voxline::stt::load(&config.stt, &config.service.languages)
+            .context("loading the speech-to-text models"),
     }
-    WhisperStt::load(&config).context("loading the speech-to-text model")
 }
 
 fn transcribe(
@@ -364,7 +411,7 @@ fn transcribe(
     lang: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
-    let stt = load_stt(&config.stt, model)?;
+    let stt = load_stt(config, model)?;
     let options = TranscribeOptions {
         language: lang,
         ..TranscribeOptions::default()
@@ -380,7 +427,7 @@ fn transcribe(
         let outcome = std::fs::read(file)
             .with_context(|| format!("reading {}", file.display()))
             .and_then(|bytes| {
-                pipeline::transcribe_note(&bytes, &config.media, &stt, &options)
+                pipeline::transcribe_note(&bytes, &config.media, stt.as_ref(), &options)
                     .map_err(anyhow::Error::from)
             });
         match outcome {
@@ -396,6 +443,16 @@ fn transcribe(
                         language: lang,
                         text,
                         confidence: conf,
+                        no_speech_probability: r
+                            .transcript
+                            .as_ref()
+                            .map_or(1.0, |t| t.no_speech_probability),
+                        routing: r.transcript.as_ref().and_then(|t| t.routing.as_deref()),
+                        not_heard: r.transcript.as_ref().and_then(|t| {
+                            voxline::stt::heard::judge(t, &config.stt.hearing)
+                                .err()
+                                .map(|e| e.to_string())
+                        }),
                         audio_ms: r.audio_ms,
                         timings_ms: timings,
                     };
@@ -449,8 +506,13 @@ fn short(path: &Path) -> String {
 
 fn transcripts(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCode> {
     let manifest = Manifest::load(dir)?;
-    let english = load_stt(&config.stt, None)?;
-    let other = load_stt(&config.stt, Some(multilingual.to_string()))
+    let english_model = config
+        .stt
+        .english_model
+        .clone()
+        .unwrap_or_else(|| config.stt.model.clone());
+    let english = load_stt(config, Some(english_model))?;
+    let other = load_stt(config, Some(multilingual.to_string()))
         .map_err(|e| eprintln!("note: non-English fixtures skipped: {e:#}"))
         .ok();
     println!(
@@ -460,10 +522,10 @@ fn transcripts(config: &Config, dir: &Path, multilingual: &str) -> Result<ExitCo
     let mut wer_sum: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
     for f in &manifest.fixtures {
         let stt: &dyn SpeechToText = if f.language == "en" {
-            &english
+            english.as_ref()
         } else {
             match &other {
-                Some(s) => s,
+                Some(s) => s.as_ref(),
                 None => continue,
             }
         };
@@ -525,7 +587,7 @@ fn bench(mut config: Config, args: BenchArgs) -> Result<ExitCode> {
         llm_tokens_per_second: args.llm_tokens_per_second,
         ..BenchOptions::default()
     };
-    let stt = std::sync::Arc::new(load_stt(&config.stt, args.model)?);
+    let stt = load_stt(&config, args.model)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let quiet = args.json;
     let result = runtime.block_on(bench::run(config, stt, &options, |row| {
@@ -578,7 +640,7 @@ fn demo(config: Config, dir: &Path, limit: Option<usize>) -> Result<ExitCode> {
         languages: Some(vec!["en".into()]),
         ..BenchOptions::default()
     };
-    let stt = std::sync::Arc::new(load_stt(&config.stt, None)?);
+    let stt = load_stt(&config, None)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     println!(
         "Each fixture is a customer's voice note: a signed webhook to the service, the note fetched from a Graph API stand-in,\ntranscribed, answered, spoken and sent back. Times in ms from the webhook's arrival.\n"
@@ -637,11 +699,11 @@ fn demo(config: Config, dir: &Path, limit: Option<usize>) -> Result<ExitCode> {
 fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
     let config = Config::for_serve(config_file)?;
     let stt_config = config.stt.clone();
+    let languages = config.service.languages.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let file = config_file.map(Path::to_path_buf);
     runtime.block_on(voxline::service::serve(config, file, move || {
-        let stt = WhisperStt::load(&stt_config)?;
-        Ok(std::sync::Arc::new(stt) as std::sync::Arc<dyn SpeechToText>)
+        voxline::stt::load(&stt_config, &languages)
     }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -651,7 +713,6 @@ fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
 /// sandbox's page on its listener, then Meta's subscription check against
 /// the webhook; runs until SIGTERM or Ctrl-C.
 fn serve_sandbox(mut config: Config) -> Result<ExitCode> {
-    use std::sync::Arc;
     use voxline::sandbox::{Sandbox, SandboxConfig};
     use voxline::service::{shutdown_signal, Service};
 
@@ -667,11 +728,12 @@ fn serve_sandbox(mut config: Config) -> Result<ExitCode> {
             );
         }
         let stt_config = config.stt.clone();
-        let stt = tokio::task::spawn_blocking(move || WhisperStt::load(&stt_config))
+        let languages = config.service.languages.clone();
+        let stt = tokio::task::spawn_blocking(move || voxline::stt::load(&stt_config, &languages))
             .await
-            .context("loading the speech-to-text model")?
-            .context("loading the speech-to-text model")?;
-        let service = Service::start_with_routes(&config, Arc::new(stt), sandbox.routes()).await?;
+            .context("loading the speech-to-text models")?
+            .context("loading the speech-to-text models")?;
+        let service = Service::start_with_routes(&config, stt, sandbox.routes()).await?;
         let base = format!("http://{}", service.addr());
         sandbox.set_webhook_url(format!("{base}/webhook"));
         sandbox
@@ -723,20 +785,111 @@ fn ms_since(t: std::time::Instant) -> f64 {
     round2(t.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// `voxline say`: one text spoken into a voice note by the reply path's
+/// voice stage.
+fn say(
+    mut config: Config,
+    text: &str,
+    lang: &str,
+    provider: Option<String>,
+    voice: Option<String>,
+    speed: Option<f32>,
+    out: &Path,
+) -> Result<ExitCode> {
+    use voxline::tts::{self, Language, ProviderKind};
+
+    let language = Language::from_code(lang)
+        .with_context(|| format!("{lang:?} is not a reply language (en, es, it, pt, fr)"))?;
+    if let Some(p) = provider {
+        let kind: ProviderKind =
+            serde_json::from_value(serde_json::json!(p)).with_context(|| {
+                format!("{p:?} is not a provider (piper, kokoro, espeak, openai, elevenlabs)")
+            })?;
+        config.tts.providers = vec![kind];
+    }
+    if let Some(v) = voice {
+        config.tts.kokoro.voices.insert(language, v);
+    }
+    if let Some(s) = speed {
+        config.tts.kokoro.speed = s;
+        config.tts.espeak.rate_wpm = Some((175.0 * s.clamp(0.5, 2.0)) as u32);
+    }
+    // A fixture generator must not lose a voice to a busy machine.
+    let mut budgets = config.budgets.clone();
+    for stage in [
+        voxline::pipeline::budget::BudgetStage::TtsFirstAudio,
+        voxline::pipeline::budget::BudgetStage::TtsTotal,
+        voxline::pipeline::budget::BudgetStage::Encode,
+    ] {
+        let b = budgets.get(stage);
+        budgets
+            .set(
+                stage,
+                voxline::pipeline::budget::Budget::fixed(600_000, b.action),
+            )
+            .map_err(anyhow::Error::msg)?;
+    }
+    let tts = Arc::new(tts::from_config(&config.tts)?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let run = runtime.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.send(text.to_string()).await;
+        drop(tx);
+        voxline::pipeline::voice::speak(
+            tts,
+            rx,
+            language,
+            &config.encode,
+            &budgets,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    });
+    match run.note {
+        Ok(note) => {
+            std::fs::write(out, &note.bytes)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} ({} bytes)", out.display(), note.bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => anyhow::bail!("no voice note: {}", e.reason),
+    }
+}
+
 /// `voxline reply`: one offline turn, stage by stage, with its timings.
 fn reply(config: &Config, file: &Path, from: &str, out: &Path, json: bool) -> Result<ExitCode> {
     use voxline::dialog::{Delivery, DialogStage, Message};
     use voxline::tts::{self, Language};
 
-    let stt = load_stt(&config.stt, None)?;
+    let stt = load_stt(config, None)?;
     let dialog_config = dialog_config(config)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let turn = std::time::Instant::now();
-    let note =
-        pipeline::transcribe_note(&bytes, &config.media, &stt, &TranscribeOptions::default())?;
+    // The number's calling code is the note's prior, as in the service.
+    let prior = voxline::channel::calling_code::language_of(from, &config.service.languages).map(
+        |language| voxline::stt::Prior {
+            language,
+            source: voxline::stt::PriorSource::CallingCode,
+        },
+    );
+    let options = TranscribeOptions {
+        prior,
+        ..TranscribeOptions::default()
+    };
+    let note = pipeline::transcribe_note(&bytes, &config.media, stt.as_ref(), &options)?;
     let Some(transcript) = note.transcript.clone() else {
         anyhow::bail!("{} holds no speech", file.display());
     };
+    if let Some(r) = &transcript.routing {
+        eprintln!("routing: {} by {}: {}", r.language, r.model, r.reason);
+    }
+    if let Err(why) = voxline::stt::heard::judge(&transcript, &config.stt.hearing) {
+        eprintln!(
+            "not heard ({why}): the service asks the customer to say it again or type it; heard {:?}",
+            transcript.text
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let timings = Timings::of(&note);
     let runtime = tokio::runtime::Runtime::new()?;
     let (reply_text, outcome, dialog_ms, spoken) = runtime.block_on(async {

@@ -311,6 +311,7 @@ mod tests {
             reply_bytes: None,
             audio_ms: None,
             note: None,
+            routing: None,
             budgets_ms: Default::default(),
         };
         m.record_turn(&trace);

@@ -86,6 +86,7 @@ fn trace(
         reply_bytes: None,
         audio_ms: None,
         note: None,
+        routing: None,
         budgets_ms: budgets_ms(),
     }
 }

@@ -102,7 +102,7 @@ async fn order_status_comes_from_the_backend_in_the_customers_language() {
         "El pedido 2210 está en preparación. Debería llegar el sábado 28 de noviembre."
     );
     let (reply, _) = shop.text(LUCIA, "cuánto cuesta la mochila azul").await;
-    assert_eq!(reply, "Mochila azul cuesta 39,90 €.");
+    assert_eq!(reply, "Mochila azul: 39,90 €.");
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 fn tiny_en() -> Arc<dyn SpeechToText> {
     let config = SttConfig {
+        model: "tiny.en".into(),
         models_dir: Some(crate_dir().join("models")),
         ..SttConfig::default()
     };

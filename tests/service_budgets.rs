@@ -31,7 +31,10 @@ const MARGIN_MS: f64 = 1_000.0;
 const MARIA: &str = "15550001842";
 
 fn set(config: &mut Config, stage: BudgetStage, ms: u64, action: Action) {
-    config.budgets.set(stage, Budget { ms, action }).unwrap();
+    config
+        .budgets
+        .set(stage, Budget::fixed(ms, action))
+        .unwrap();
 }
 
 fn llm(name: &str, base_url: String) -> ProviderConfig {
@@ -389,7 +392,7 @@ async fn a_slow_turn_sends_a_holding_message_then_the_answer() {
         fake.base_url(Duration::from_millis(1_500), 100),
     )];
     set(&mut config, BudgetStage::Turn, 500, Action::Hold);
-    config.budgets.holding_message = "One moment please.".into();
+    config.budgets.holding_message = Some("One moment please.".into());
     let service = start(&config, FixedStt::new("unused")).await;
 
     let body = text("wamid.HOLD", "15550007003", OPEN_QUESTION);
@@ -434,6 +437,7 @@ async fn no_holding_message_for_a_customer_who_said_stop() {
                 confidence: 0.9,
                 no_speech_probability: 0.0,
                 window: voxline::stt::Window::Full,
+                routing: None,
             })
         }
         fn name(&self) -> &str {

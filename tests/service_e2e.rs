@@ -23,6 +23,7 @@ use voxline::stt::{SpeechToText, SttConfig};
 
 fn tiny_en() -> Arc<dyn SpeechToText> {
     let config = SttConfig {
+        model: "tiny.en".into(),
         models_dir: Some(crate_dir().join("models")),
         ..SttConfig::default()
     };

@@ -41,6 +41,7 @@ async fn two_hundred_webhooks_in_a_second_are_acknowledged_fast_and_all_answered
     let dir = tempfile::tempdir().unwrap();
     let stt: Arc<dyn SpeechToText> = Arc::new(
         WhisperStt::load(&SttConfig {
+            model: "tiny.en".into(),
             models_dir: Some(crate_dir().join("models")),
             ..SttConfig::default()
         })

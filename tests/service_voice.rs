@@ -83,13 +83,7 @@ async fn with_tts_unreachable_the_reply_goes_out_as_text() {
     config.tts.openai.api_key = Some("sk-test".into());
     config
         .budgets
-        .set(
-            BudgetStage::TtsTotal,
-            Budget {
-                ms: 3000,
-                action: Action::SendText,
-            },
-        )
+        .set(BudgetStage::TtsTotal, Budget::fixed(3000, Action::SendText))
         .unwrap();
     let service = start(&config, order_question()).await;
     graph.add_media(

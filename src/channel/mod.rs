@@ -7,6 +7,7 @@
 //! sees the trait, so a sandbox or another platform is a second
 //! implementation.
 
+pub mod calling_code;
 pub mod whatsapp;
 
 use std::time::Duration;

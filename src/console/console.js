@@ -452,7 +452,7 @@
   function renderBudgets(b) {
     state.budgets = Object.fromEntries(b.stages.map((s) => [s.stage, s.ms]));
     $('budgets').tBodies[0].replaceChildren(...b.stages.map((s) => el('tr', { 'data-stage': s.stage },
-      el('td', {}, s.stage), el('td', { class: 'num' }, ms(s.ms)), el('td', {}, s.action))));
+      el('td', {}, s.stage), el('td', { class: 'num' }, ms(s.ms) + (s.per_audio_s_ms ? ' + ' + s.per_audio_s_ms + ' ms per audio s' : '')), el('td', {}, s.action))));
     const r = b.reload;
     const reload = $('reload');
     reload.replaceChildren(`Reloads: ${r.applied} applied, ${r.rejected} rejected.`);

@@ -266,6 +266,8 @@ struct BudgetsView {
 struct BudgetEntry {
     stage: &'static str,
     ms: u64,
+    /// Added per second of the customer's note.
+    per_audio_s_ms: u64,
     action: &'static str,
 }
 
@@ -277,10 +279,16 @@ async fn budgets(State(c): State<Console>) -> Json<BudgetsView> {
             .map(|(stage, b)| BudgetEntry {
                 stage: stage.name(),
                 ms: b.ms,
+                per_audio_s_ms: b.per_audio_s_ms,
                 action: b.action.name(),
             })
             .collect(),
-        holding_message: budgets.holding_message.clone(),
+        holding_message: budgets.holding_message.clone().unwrap_or_else(|| {
+            format!(
+                "{} (the holding template, in the conversation's language)",
+                crate::pipeline::budget::HOLDING_MESSAGE
+            )
+        }),
         reload,
     })
 }

@@ -267,6 +267,7 @@ mod tests {
             reply_bytes: None,
             audio_ms: None,
             note: None,
+            routing: None,
             budgets_ms: BTreeMap::new(),
         }
     }
@@ -345,13 +346,7 @@ mod tests {
     fn compute_counts_overruns_errors_and_the_fast_path() {
         let mut budgets = Budgets::default();
         budgets
-            .set(
-                BudgetStage::Stt,
-                Budget {
-                    ms: 400,
-                    action: Action::AskForText,
-                },
-            )
+            .set(BudgetStage::Stt, Budget::fixed(400, Action::AskForText))
             .unwrap();
         let mut turns: Vec<TurnTrace> = (1..=20)
             .map(|i| {

@@ -74,6 +74,7 @@ fn turn(n: usize) -> TurnTrace {
         reply_bytes: None,
         audio_ms: Some(2100.0),
         note: None,
+        routing: None,
         budgets_ms: BTreeMap::new(),
     }
 }

@@ -35,6 +35,11 @@ pub struct DialogConfig {
     pub commerce: CommerceConfig,
     pub llm: LlmConfig,
     pub kb: KbConfig,
+    /// The business's languages (ISO 639-1), filled from `[service]
+    /// languages` by [`crate::config::Config::dialog`]: a typed message's
+    /// language is detected among them, and each needs its templates.
+    #[serde(skip)]
+    pub languages: Vec<String>,
 }
 
 impl Default for DialogConfig {
@@ -51,6 +56,7 @@ impl Default for DialogConfig {
             commerce: CommerceConfig::default(),
             llm: LlmConfig::default(),
             kb: KbConfig::default(),
+            languages: crate::service::default_languages(),
         }
     }
 }

@@ -38,6 +38,50 @@ pub enum Violation {
     Price(String),
     Date(String),
     Status(String),
+    /// A sentence in another language or script than the conversation's.
+    Language(String),
+}
+
+/// Whether a character belongs in speech of the five Latin-script
+/// languages: letters of the Latin script, digits, punctuation, symbols.
+fn latin(c: char) -> bool {
+    !c.is_alphabetic()
+        || c.is_ascii_alphabetic()
+        || ('\u{00C0}'..='\u{024F}').contains(&c)
+        || ('\u{1E00}'..='\u{1EFF}').contains(&c)
+}
+
+/// An LLM sentence as speech in the conversation's language `lang`:
+/// words in another script ("遷移Model") are dropped; a sentence mostly in
+/// another script, or that the language detector places in another of the
+/// business's languages with confidence, is a [`Violation::Language`], and
+/// the dialog answers with the template instead.
+pub fn in_language(
+    sentence: &str,
+    lang: &str,
+    intents: &super::intent::IntentModel,
+) -> Result<String, Violation> {
+    let words: Vec<&str> = sentence.split_whitespace().collect();
+    let kept: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| w.chars().all(latin))
+        .collect();
+    if kept.len() * 2 < words.len() {
+        return Err(Violation::Language(format!("another script: {sentence:?}")));
+    }
+    let text = kept.join(" ");
+    let folded = fold(&text);
+    // Short sentences ("OK.", "Perfecto!") say too little to judge.
+    if folded.split(' ').count() >= 5 {
+        let (best, p_best, p_lang) = intents.language_odds(&folded, lang);
+        if best != lang && p_best >= 0.8 && p_lang <= 0.1 {
+            return Err(Violation::Language(format!(
+                "{best} (p {p_best:.2}) instead of {lang}: {sentence:?}"
+            )));
+        }
+    }
+    Ok(text)
 }
 
 static MONEY: LazyLock<Regex> = LazyLock::new(|| {
@@ -75,6 +119,15 @@ const STATUS_WORDS: &[(&str, &str)] = &[
     ("refunded", "refunded"),
     ("reembolsado", "refunded"),
     ("rimborsato", "refunded"),
+    ("expedie", "shipped"),
+    ("expediee", "shipped"),
+    ("en route", "shipped"),
+    ("livre", "delivered"),
+    ("livree", "delivered"),
+    ("annule", "cancelled"),
+    ("annulee", "cancelled"),
+    ("rembourse", "refunded"),
+    ("remboursee", "refunded"),
 ];
 
 // "Today" is left out: "I can help you today" is common and claims nothing.
@@ -118,8 +171,8 @@ impl Guard {
                 }
             }
             for (i, m) in lang_months.iter().enumerate() {
-                // "may" is also a verb.
-                if fold(m) != "may" {
+                // "may" is also a verb, and French "mai" is Italian "never".
+                if !matches!(fold(m).as_str(), "may" | "mai") {
                     months.push((fold(m), i as u32 + 1));
                 }
             }

@@ -237,4 +237,40 @@ mod tests {
             t.render("en", "thanks_bye", &[])
         );
     }
+
+    /// Everything voxline says exists in every language it serves by
+    /// default: the dialog's replies (checked against English at load) and
+    /// the notices about the message itself, each translated.
+    #[test]
+    fn every_configured_language_has_every_template() {
+        let t = templates();
+        let english = &t.languages["en"];
+        for lang in crate::service::default_languages() {
+            assert!(t.has_language(&lang), "no data/templates/{lang}.toml");
+            let own = &t.languages[&lang];
+            for key in english.replies.keys() {
+                assert!(own.replies.contains_key(key), "{lang} lacks {key}");
+            }
+            for notice in crate::pipeline::reply::Notice::ALL {
+                let text = own.replies.get(notice.key());
+                assert!(
+                    text.is_some_and(|s| !s.trim().is_empty()),
+                    "{lang} lacks the notice {}",
+                    notice.key()
+                );
+                if lang != "en" {
+                    assert_ne!(
+                        text,
+                        english.replies.get(notice.key()),
+                        "{lang}'s {} is the English text",
+                        notice.key()
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            t.render("en", "holding", &[]),
+            crate::pipeline::budget::HOLDING_MESSAGE
+        );
+    }
 }

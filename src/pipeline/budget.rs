@@ -147,17 +147,40 @@ impl Action {
     }
 }
 
-/// One stage's budget.
+/// One stage's budget: `ms`, plus `per_audio_s_ms` for every second of the
+/// customer's note, for the stages whose work grows with the audio.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     pub ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_audio_s_ms: u64,
     pub action: Action,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl Budget {
+    /// A budget that does not grow with the audio.
+    pub const fn fixed(ms: u64, action: Action) -> Self {
+        Self {
+            ms,
+            per_audio_s_ms: 0,
+            action,
+        }
+    }
+
+    /// The base part alone (for a stage whose audio length is unknown).
     pub fn duration(&self) -> Duration {
         Duration::from_millis(self.ms)
+    }
+
+    /// The budget for a note of `audio_ms`.
+    pub fn for_audio(&self, audio_ms: u64) -> Duration {
+        let grown = self.per_audio_s_ms.saturating_mul(audio_ms) / 1000;
+        Duration::from_millis(self.ms.saturating_add(grown))
     }
 }
 
@@ -166,11 +189,12 @@ impl Budget {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Budgets {
     stages: BTreeMap<BudgetStage, Budget>,
-    /// The text sent by the `hold` action.
-    pub holding_message: String,
+    /// The text sent by the `hold` action, in every language; `None` (the
+    /// default) sends the `holding` template in the conversation's language.
+    pub holding_message: Option<String>,
 }
 
-/// The holding message's default.
+/// The English holding message (the `holding` template's English text).
 pub const HOLDING_MESSAGE: &str = "One moment, I'm looking into it\u{2026}";
 
 impl Default for Budgets {
@@ -180,26 +204,38 @@ impl Default for Budgets {
     fn default() -> Self {
         use Action::*;
         use BudgetStage::*;
+        // (stage, ms, ms per second of the customer's note, action). The
+        // per-second parts are for the stages whose work grows with the
+        // note; see the README's "Latency budgets" for the measurements.
         let defaults = [
-            (Ack, 250, Reject),
-            (Fetch, 3_000, RetryThenApologise),
-            (Decode, 500, Apologise),
-            (Stt, 3_000, FasterModel),
-            (DialogFirstToken, 1_500, NextProvider),
-            (DialogTotal, 6_000, Template),
-            (TtsFirstAudio, 1_500, SendText),
-            (TtsTotal, 5_000, SendText),
-            (Encode, 1_000, SendText),
-            (Upload, 5_000, SendText),
-            (Send, 10_000, RetryOnce),
-            (Turn, 4_000, Hold),
+            (Ack, 250, 0, Reject),
+            (Fetch, 3_000, 0, RetryThenApologise),
+            (Decode, 500, 20, Apologise),
+            (Stt, 3_000, 300, FasterModel),
+            (DialogFirstToken, 1_500, 0, NextProvider),
+            (DialogTotal, 6_000, 0, Template),
+            (TtsFirstAudio, 1_500, 0, SendText),
+            (TtsTotal, 5_000, 0, SendText),
+            (Encode, 1_000, 0, SendText),
+            (Upload, 5_000, 0, SendText),
+            (Send, 10_000, 0, RetryOnce),
+            (Turn, 4_000, 0, Hold),
         ];
         Self {
             stages: defaults
                 .into_iter()
-                .map(|(s, ms, action)| (s, Budget { ms, action }))
+                .map(|(s, ms, per_audio_s_ms, action)| {
+                    (
+                        s,
+                        Budget {
+                            ms,
+                            per_audio_s_ms,
+                            action,
+                        },
+                    )
+                })
                 .collect(),
-            holding_message: HOLDING_MESSAGE.to_string(),
+            holding_message: None,
         }
     }
 }
@@ -237,7 +273,7 @@ impl Budgets {
             budgets.stages.insert(stage, budget);
         }
         if let Some(m) = holding_message {
-            budgets.holding_message = m;
+            budgets.holding_message = Some(m);
         }
         budgets.validate()?;
         Ok(budgets)
@@ -264,7 +300,11 @@ impl Budgets {
                 ));
             }
         }
-        if self.holding_message.trim().is_empty() {
+        if self
+            .holding_message
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
             return Err("budgets.holding_message is empty".into());
         }
         Ok(())
@@ -450,16 +490,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             b.get(BudgetStage::Stt),
-            Budget {
-                ms: 900,
-                action: Action::AskForText
-            }
+            Budget::fixed(900, Action::AskForText)
         );
         assert_eq!(
             b.get(BudgetStage::Fetch),
             Budgets::default().get(BudgetStage::Fetch)
         );
-        assert_eq!(b.holding_message, "Un momento");
+        assert_eq!(b.holding_message.as_deref(), Some("Un momento"));
     }
 
     #[test]
@@ -483,25 +520,14 @@ mod tests {
         let handle = BudgetHandle::new(Budgets::default());
         let before = handle.snapshot();
         let mut bad = Budgets::default();
-        bad.stages.insert(
-            BudgetStage::Turn,
-            Budget {
-                ms: 10,
-                action: Action::SendText,
-            },
-        );
+        bad.stages
+            .insert(BudgetStage::Turn, Budget::fixed(10, Action::SendText));
         assert!(handle.replace(bad).is_err());
         assert_eq!(*handle.snapshot(), *before);
         assert_eq!(handle.status().rejected, 1);
         let mut good = Budgets::default();
-        good.set(
-            BudgetStage::Turn,
-            Budget {
-                ms: 10,
-                action: Action::Hold,
-            },
-        )
-        .unwrap();
+        good.set(BudgetStage::Turn, Budget::fixed(10, Action::Hold))
+            .unwrap();
         handle.replace(good).unwrap();
         assert_eq!(handle.snapshot().get(BudgetStage::Turn).ms, 10);
         // A turn that took its snapshot earlier keeps its rules.

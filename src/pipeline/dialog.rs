@@ -14,12 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::reply::{notices, Prepared, Reply, ReplyMeta, ReplyStream, Respond, Said};
+use super::reply::{Notice, Prepared, Reply, ReplyMeta, ReplyStream, Respond, Said};
 use crate::channel::InboundMessage;
 use crate::dialog::session::Session;
 use crate::dialog::{self, Delivery, Dialog, DialogStage};
-
-use notices::UNANSWERED;
 
 /// Answers with the dialog stage.
 pub struct DialogRespond {
@@ -31,18 +29,40 @@ impl DialogRespond {
         Self { stage }
     }
 
-    /// A notice about the message itself, or nothing for a customer the bot
-    /// must not write to.
-    fn notice(&self, from: &str, text: &str) -> Reply {
-        match self.stage.sessions().load(from) {
-            Ok(s) if s.opted_out.is_some() || s.handoff.is_some() => Reply::silent(),
-            Ok(_) => Reply::text(text),
+    /// A notice about the message itself in the conversation's language
+    /// (else `heard`, the note's own, else the calling code's), or nothing
+    /// for a customer the bot must not write to.
+    fn notice_to(&self, from: &str, notice: Notice, heard: Option<&str>) -> Reply {
+        let session = match self.stage.sessions().load(from) {
+            Ok(s) if s.opted_out.is_some() || s.handoff.is_some() => return Reply::silent(),
+            Ok(s) => Some(s),
             Err(e) => {
                 // The dialog itself answers without a session in this case.
                 tracing::error!(error = %e, "session unavailable; sending the notice");
-                Reply::text(text)
+                None
             }
-        }
+        };
+        let language = self.language_of(from, session.and_then(|s| s.language), heard);
+        Reply::text(Respond::notice(self, notice, language.as_deref()))
+    }
+
+    /// The language to write to `from` in: the conversation's, else the one
+    /// just heard, else the one the number's calling code points to.
+    fn language_of(
+        &self,
+        from: &str,
+        conversation: Option<String>,
+        heard: Option<&str>,
+    ) -> Option<String> {
+        let languages = self.stage.languages();
+        conversation
+            .filter(|l| languages.contains(l))
+            .or_else(|| {
+                heard
+                    .filter(|l| languages.iter().any(|c| c == l))
+                    .map(String::from)
+            })
+            .or_else(|| crate::channel::calling_code::language_of(from, languages))
     }
 
     /// What the dialog is asked, or the notice to send instead.
@@ -62,10 +82,15 @@ impl DialogRespond {
                 };
                 dialog::Message::text(id, from, words)
             }
-            Said::Silence => return Err(self.notice(from, notices::SILENCE)),
-            Said::Unplayable { .. } => return Err(self.notice(from, notices::UNPLAYABLE)),
-            Said::Unsupported { .. } => return Err(self.notice(from, notices::UNSUPPORTED)),
-            Said::TooSlow => return Err(self.notice(from, notices::TYPE_PLEASE)),
+            Said::Silence => return Err(self.notice_to(from, Notice::Silence, None)),
+            Said::Unplayable { .. } => return Err(self.notice_to(from, Notice::Unplayable, None)),
+            Said::Unsupported { .. } => {
+                return Err(self.notice_to(from, Notice::Unsupported, None))
+            }
+            Said::TooSlow => return Err(self.notice_to(from, Notice::TypePlease, None)),
+            Said::NotHeard { language, .. } => {
+                return Err(self.notice_to(from, Notice::NotHeard, language.as_deref()))
+            }
         })
     }
 }
@@ -81,6 +106,12 @@ fn meta(outcome: &dialog::Outcome) -> ReplyMeta {
 
 #[async_trait::async_trait]
 impl Respond for DialogRespond {
+    fn notice(&self, notice: Notice, language: Option<&str>) -> String {
+        self.stage
+            .templates()
+            .render(language.unwrap_or("en"), notice.key(), &[])
+    }
+
     async fn prepare(&self, message: &InboundMessage) -> Prepared {
         let sessions = self.stage.sessions().clone();
         let from = message.from.clone();
@@ -155,7 +186,7 @@ impl Respond for DialogRespond {
         let (text, outcome) = Dialog::respond(&self.stage, asked).collect().await;
         let Some(outcome) = outcome else {
             tracing::error!("the dialog stopped without an outcome");
-            return Reply::text(UNANSWERED);
+            return Reply::text(Respond::notice(self, Notice::Unanswered, None));
         };
         tracing::info!(
             intent = %outcome.intent,
@@ -168,7 +199,11 @@ impl Respond for DialogRespond {
             Delivery::None => Reply::silent(),
             Delivery::Voice | Delivery::Text if text.trim().is_empty() => {
                 tracing::warn!(intent = %outcome.intent, "the dialog's reply is empty");
-                Reply::text(UNANSWERED)
+                Reply::text(Respond::notice(
+                    self,
+                    Notice::Unanswered,
+                    Some(outcome.language.as_str()),
+                ))
             }
             Delivery::Voice => Reply::spoken(text),
             Delivery::Text => Reply::text(text),
@@ -220,6 +255,7 @@ mod tests {
             confidence: 0.9,
             no_speech_probability: 0.0,
             window: Window::Full,
+            routing: None,
         });
         let reply = p.respond(&inbound("w1", "15550001842"), &said).await;
         assert!(reply.text.contains("1842"), "{reply:?}");
@@ -250,7 +286,7 @@ mod tests {
         let other = p
             .respond(&inbound("w3", "15550000001"), &Said::Silence)
             .await;
-        assert_eq!(other, Reply::text(notices::SILENCE));
+        assert_eq!(other, Reply::text(super::super::reply::notices::SILENCE));
     }
 
     #[tokio::test]

@@ -41,6 +41,15 @@ pub enum Said {
     },
     /// A voice note that could not be transcribed within its budget.
     TooSlow,
+    /// A voice note whose transcript must not be acted on: no speech after
+    /// all, words too unsure, a known Whisper hallucination, or a language
+    /// the business does not serve. The customer is asked to say it again
+    /// or type it.
+    NotHeard {
+        reason: String,
+        /// The note's language, when it is one the business serves.
+        language: Option<String>,
+    },
 }
 
 impl Said {
@@ -160,6 +169,13 @@ pub trait Respond: Send + Sync {
         Prepared::default()
     }
 
+    /// What is said about the message itself rather than in answer to it,
+    /// in `language` (ISO 639-1) when the provider speaks it; the default is
+    /// English.
+    fn notice(&self, notice: Notice, _language: Option<&str>) -> String {
+        notice.english().to_string()
+    }
+
     /// The reply in chunks as it is written. `first_output` is the budget
     /// for the first chunk of each provider the reply tries (an LLM chain
     /// moves to its next provider when it passes). The default writes the
@@ -180,8 +196,64 @@ pub trait Respond: Send + Sync {
     }
 }
 
+/// What voxline says about a message rather than in answer to it. Each has
+/// a reply template of its [`key`](Notice::key) in every language; the
+/// English text is in [`notices`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Silence,
+    Unplayable,
+    Unsupported,
+    Unanswered,
+    TypePlease,
+    LateAnswer,
+    Holding,
+    NotHeard,
+}
+
+impl Notice {
+    pub const ALL: [Notice; 8] = [
+        Self::Silence,
+        Self::Unplayable,
+        Self::Unsupported,
+        Self::Unanswered,
+        Self::TypePlease,
+        Self::LateAnswer,
+        Self::Holding,
+        Self::NotHeard,
+    ];
+
+    /// The reply template's key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Silence => "silence",
+            Self::Unplayable => "unplayable",
+            Self::Unsupported => "unsupported",
+            Self::Unanswered => "unanswered",
+            Self::TypePlease => "type_please",
+            Self::LateAnswer => "late_answer",
+            Self::Holding => "holding",
+            Self::NotHeard => "not_heard",
+        }
+    }
+
+    pub fn english(self) -> &'static str {
+        match self {
+            Self::Silence => notices::SILENCE,
+            Self::Unplayable => notices::UNPLAYABLE,
+            Self::Unsupported => notices::UNSUPPORTED,
+            Self::Unanswered => notices::UNANSWERED,
+            Self::TypePlease => notices::TYPE_PLEASE,
+            Self::LateAnswer => notices::LATE_ANSWER,
+            Self::Holding => super::budget::HOLDING_MESSAGE,
+            Self::NotHeard => notices::NOT_HEARD,
+        }
+    }
+}
+
 /// What a customer is told when the message itself could not be used,
-/// whichever provider answers the rest.
+/// whichever provider answers the rest, in English (the templates of
+/// [`Notice`] have every language).
 pub mod notices {
     pub const SILENCE: &str = "I couldn't hear anything in your voice note. Could you record it again, a little closer to the phone?";
     pub const UNPLAYABLE: &str =
@@ -193,6 +265,9 @@ pub mod notices {
     /// The `ask_for_text` action of the `stt` budget.
     pub const TYPE_PLEASE: &str =
         "Sorry, I'm slow to understand voice notes right now. Could you type your message instead?";
+    /// A voice note that was not heard well enough to act on.
+    pub const NOT_HEARD: &str =
+        "Sorry, I didn't quite catch that. Could you say it again, or type it?";
     /// The `template` action of the dialog budgets.
     pub const LATE_ANSWER: &str = "Sorry, I couldn't find the answer quickly enough. Could you ask again in a moment? You can also ask for a person.";
 }
@@ -211,6 +286,7 @@ impl Respond for Echo {
             Said::Choice { title, .. } => format!("You chose: {title}"),
             Said::Unsupported { .. } => notices::UNSUPPORTED.into(),
             Said::TooSlow => notices::TYPE_PLEASE.into(),
+            Said::NotHeard { .. } => notices::NOT_HEARD.into(),
         })
     }
 }

@@ -296,6 +296,9 @@ pub struct TurnTrace {
     /// Why the turn failed, or why the reply degraded.
     #[serde(default)]
     pub note: Option<String>,
+    /// How the note's language and model were chosen, and why.
+    #[serde(default)]
+    pub routing: Option<String>,
     /// The budgets the turn ran by, stage name to ms.
     #[serde(default)]
     pub budgets_ms: std::collections::BTreeMap<String, u64>,

@@ -46,14 +46,15 @@ use tracing::Instrument;
 
 use super::budget::{Action, BudgetHandle, BudgetStage, Budgets};
 use super::fetch::fetch_note;
-use super::reply::{notices, Prepared, ReplyMeta, Respond, Said};
+use super::reply::{Notice, Prepared, ReplyMeta, Respond, Said};
 use super::trace::{SpanOutcome, Stage, Trace, TurnEnd, TurnTrace};
 use super::voice::{self, NoVoice};
 use crate::channel::{Channel, ChannelError, Content, Disposition, InboundMessage, RetryPolicy};
 use crate::encode::EncodeConfig;
 use crate::media::{MediaConfig, SpeechOutcome};
 use crate::store::{Progress, Queue, StoreError, Traces, TurnState};
-use crate::stt::{SpeechToText, SttError, TranscribeOptions};
+use crate::stt::heard::{self, HearingConfig};
+use crate::stt::{Prior, PriorSource, SpeechToText, SttError, TranscribeOptions};
 use crate::tts::{Language, TextToSpeech};
 
 /// Everything a turn needs, shared by all turns.
@@ -79,6 +80,11 @@ pub struct TurnContext {
     pub mark_read: bool,
     /// The budgets in force; each turn takes a snapshot when it starts.
     pub budgets: BudgetHandle,
+    /// The business's languages (`[service] languages`): a number's calling
+    /// code is a prior only when it points to exactly one of them.
+    pub languages: Vec<String>,
+    /// When a transcript is too unsure to act on (`[stt.hearing]`).
+    pub hearing: HearingConfig,
 }
 
 /// When and how fast the webhook that brought a message was acknowledged:
@@ -121,6 +127,7 @@ struct Notes {
     intent: Option<String>,
     fast_path: Option<bool>,
     audio_ms: Option<f64>,
+    routing: Option<String>,
     degraded: Vec<String>,
 }
 
@@ -163,21 +170,24 @@ pub async fn run_turn(
         let hold = Hold::arm(ctx, &budgets, zero, &message.from);
         let composed = match (turn.state, &turn.reply_text) {
             (TurnState::Transcribed, Some(text)) => {
-                hold.set_quiet(text.trim().is_empty());
+                hold.set_known(text.trim().is_empty(), None);
                 resume(ctx, message, text, &budgets, &mut trace, &mut notes).await
             }
             _ => {
                 if matches!(message.content, Content::Audio { .. }) {
                     ctx.queue.advance(&message.id, Progress::Fetching).await?;
                 }
-                // The session loads while the note is fetched and heard.
+                // The session loads while the note is fetched; its language
+                // is what the note is expected to be in.
+                let (language_tx, language_rx) = tokio::sync::oneshot::channel();
                 let preparing = async {
                     let prepared = ctx.respond.prepare(message).await;
-                    hold.set_quiet(prepared.quiet);
+                    hold.set_known(prepared.quiet, prepared.language.clone());
+                    let _ = language_tx.send(prepared.language.clone());
                     prepared
                 };
                 let (said, prepared) = tokio::join!(
-                    understand(ctx, &message.content, &budgets, &mut trace, &mut notes),
+                    understand(ctx, message, language_rx, &budgets, &mut trace, &mut notes),
                     preparing
                 );
                 let composed = compose(
@@ -322,10 +332,16 @@ async fn finish(
         reply_text: (!composed.silent).then(|| composed.text.clone()),
         reply_bytes: composed.voice.as_ref().map(Vec::len),
         audio_ms: notes.audio_ms,
+        routing: notes.routing,
         note: (!notes.degraded.is_empty()).then(|| notes.degraded.join("; ")),
         budgets_ms: budgets
             .iter()
-            .map(|(s, b)| (s.name().to_string(), b.ms))
+            .map(|(s, b)| {
+                let ms = b
+                    .for_audio(notes.audio_ms.unwrap_or(0.0) as u64)
+                    .as_millis() as u64;
+                (s.name().to_string(), ms)
+            })
             .collect::<BTreeMap<_, _>>(),
     };
     crate::metrics::global().record_turn(&done);
@@ -353,9 +369,10 @@ async fn finish(
 struct Hold {
     task: Option<tokio::task::JoinHandle<Option<HoldSent>>>,
     stop: CancellationToken,
-    /// Whether the customer must not be written to; `None` until the
-    /// provider has loaded the session, which the holding message waits for.
-    quiet: tokio::sync::watch::Sender<Option<bool>>,
+    /// Whether the customer must not be written to, and the conversation's
+    /// language; `None` until the provider has loaded the session, which
+    /// the holding message waits for.
+    known: tokio::sync::watch::Sender<Option<(bool, Option<String>)>>,
 }
 
 /// When the holding message went out, and whether the channel took it.
@@ -364,13 +381,15 @@ type HoldSent = (Instant, Instant, Result<(), String>);
 impl Hold {
     fn arm(ctx: &TurnContext, budgets: &Budgets, zero: Instant, to: &str) -> Self {
         let stop = CancellationToken::new();
-        let (quiet, mut known) = tokio::sync::watch::channel(None);
+        let (quiet, mut known) = tokio::sync::watch::channel(None::<(bool, Option<String>)>);
         let at = zero + budgets.get(BudgetStage::Turn).duration();
-        let (channel, text, to) = (
+        let (channel, respond, fixed, to) = (
             ctx.channel.clone(),
+            ctx.respond.clone(),
             budgets.holding_message.clone(),
             to.to_string(),
         );
+        let languages = ctx.languages.clone();
         let task = {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -378,13 +397,18 @@ impl Hold {
                     () = tokio::time::sleep_until(at.into()) => {}
                     () = stop.cancelled() => return None,
                 }
-                let quiet = tokio::select! {
-                    q = known.wait_for(Option::is_some) => q.ok().and_then(|q| *q),
+                let known = tokio::select! {
+                    k = known.wait_for(Option::is_some) => k.ok().and_then(|k| k.clone()),
                     () = stop.cancelled() => return None,
                 };
-                if quiet != Some(false) {
+                let Some((false, conversation)) = known else {
                     return None;
-                }
+                };
+                let language = conversation
+                    .filter(|l| languages.contains(l))
+                    .or_else(|| crate::channel::calling_code::language_of(&to, &languages));
+                let text =
+                    fixed.unwrap_or_else(|| respond.notice(Notice::Holding, language.as_deref()));
                 let started = Instant::now();
                 let sent = channel.send_text(&to, &text).await;
                 Some((
@@ -397,12 +421,14 @@ impl Hold {
         Self {
             task: Some(task),
             stop,
-            quiet,
+            known: quiet,
         }
     }
 
-    fn set_quiet(&self, quiet: bool) {
-        self.quiet.send_replace(Some(quiet));
+    /// What the holding message waits for: whether the customer may be
+    /// written to, and in which language.
+    fn set_known(&self, quiet: bool, language: Option<String>) {
+        self.known.send_replace(Some((quiet, language)));
     }
 
     /// Stops the timer; waits for a holding message already on its way.
@@ -483,13 +509,20 @@ async fn resume(
 /// The understand stages: what the message says, in words.
 async fn understand(
     ctx: &TurnContext,
-    content: &Content,
+    message: &InboundMessage,
+    conversation: tokio::sync::oneshot::Receiver<Option<String>>,
     budgets: &Budgets,
     trace: &mut Trace,
     notes: &mut Notes,
 ) -> Said {
-    match content {
-        Content::Audio { media_id, .. } => hear(ctx, media_id, budgets, trace, notes).await,
+    match &message.content {
+        Content::Audio { media_id, .. } => {
+            let heard = Hearing {
+                from: &message.from,
+                conversation,
+            };
+            hear(ctx, media_id, heard, budgets, trace, notes).await
+        }
         Content::Text { body } => Said::Text(body.clone()),
         Content::Choice { id, title } => Said::Choice {
             id: id.clone(),
@@ -499,9 +532,38 @@ async fn understand(
     }
 }
 
+/// Who sent a note, and the conversation's language once the session has
+/// loaded: the note's prior.
+struct Hearing<'a> {
+    from: &'a str,
+    conversation: tokio::sync::oneshot::Receiver<Option<String>>,
+}
+
+impl Hearing<'_> {
+    /// The conversation's language, else the one the calling code points to.
+    async fn prior(self, languages: &[String]) -> Option<Prior> {
+        let conversation = self.conversation.await.ok().flatten();
+        match conversation.filter(|l| languages.contains(l)) {
+            Some(language) => Some(Prior {
+                language,
+                source: PriorSource::Conversation,
+            }),
+            None => {
+                crate::channel::calling_code::language_of(self.from, languages).map(|language| {
+                    Prior {
+                        language,
+                        source: PriorSource::CallingCode,
+                    }
+                })
+            }
+        }
+    }
+}
+
 async fn hear(
     ctx: &TurnContext,
     media_id: &str,
+    hearing: Hearing<'_>,
     budgets: &Budgets,
     trace: &mut Trace,
     notes: &mut Notes,
@@ -595,8 +657,18 @@ async fn hear(
         return Said::Silence;
     }
     let stt = budgets.get(BudgetStage::Stt);
+    let stt_budget = stt.for_audio(note.source_ms);
+    let prior = hearing.prior(&ctx.languages).await;
     let samples = Arc::new(note.samples);
-    let mut heard = transcribe(ctx, ctx.stt.clone(), samples.clone(), stt.duration(), trace).await;
+    let mut heard = transcribe(
+        ctx,
+        ctx.stt.clone(),
+        samples.clone(),
+        prior.clone(),
+        stt_budget,
+        trace,
+    )
+    .await;
     if matches!(heard, Err(SttError::Aborted)) {
         let fast = (stt.action == Action::FasterModel)
             .then(|| ctx.stt_fast.clone())
@@ -612,7 +684,7 @@ async fn hear(
             .push(format!("stt over budget: {}", action.name()));
         heard = match fast {
             Some(fast) => {
-                let again = transcribe(ctx, fast, samples, stt.duration(), trace).await;
+                let again = transcribe(ctx, fast, samples, prior, stt_budget, trace).await;
                 if matches!(again, Err(SttError::Aborted)) {
                     mark_last(trace, Stage::Stt, BudgetStage::Stt, Action::AskForText);
                 }
@@ -621,23 +693,64 @@ async fn hear(
             None => Err(SttError::Aborted),
         };
     }
+    if let Ok(t) = &heard {
+        notes.routing = t
+            .routing
+            .as_ref()
+            .map(|r| format!("{} by {}: {}", r.language, r.model, r.reason));
+    }
+    let served = |l: &str| ctx.languages.iter().any(|c| c == l);
     match heard {
-        Ok(t) if t.text.trim().is_empty() => Said::Silence,
-        Ok(t) => {
-            tracing::info!(
-                audio_ms = note.source_ms,
-                confidence = t.confidence,
-                "transcribed"
-            );
-            notes.transcript = Some(t.text.trim().to_string());
-            notes.language = Some(t.language.clone());
-            Said::Speech(t)
-        }
+        Ok(t) => match heard::judge(&t, &ctx.hearing) {
+            Err(why) => {
+                tracing::info!(
+                    audio_ms = note.source_ms,
+                    confidence = t.confidence,
+                    no_speech = t.no_speech_probability,
+                    %why,
+                    "not acted on: not heard"
+                );
+                notes.transcript = Some(t.text.trim().to_string());
+                notes.degraded.push(format!("not heard: {why}"));
+                Said::NotHeard {
+                    reason: why.to_string(),
+                    language: Some(t.language.clone()).filter(|l| served(l)),
+                }
+            }
+            Ok(()) if t.text.trim().is_empty() => Said::Silence,
+            Ok(()) => {
+                tracing::info!(
+                    audio_ms = note.source_ms,
+                    confidence = t.confidence,
+                    "transcribed"
+                );
+                notes.transcript = Some(t.text.trim().to_string());
+                notes.language = Some(t.language.clone());
+                Said::Speech(t)
+            }
+        },
         Err(SttError::Aborted) => Said::TooSlow,
         Err(e) => Said::Unplayable {
             reason: e.to_string(),
         },
     }
+}
+
+/// The language to write to `from` in: the conversation's, else the one
+/// just heard, else the calling code's; each only when the business serves
+/// it.
+fn conversation_language(
+    ctx: &TurnContext,
+    from: &str,
+    conversation: Option<&str>,
+    heard: Option<&str>,
+) -> Option<String> {
+    let served = |l: &&str| ctx.languages.iter().any(|c| c == l);
+    conversation
+        .filter(served)
+        .or(heard.filter(served))
+        .map(String::from)
+        .or_else(|| crate::channel::calling_code::language_of(from, &ctx.languages))
 }
 
 /// Marks the last span of `stage` as over `budget` with `action`.
@@ -653,6 +766,7 @@ async fn transcribe(
     ctx: &TurnContext,
     stt: Arc<dyn SpeechToText>,
     samples: Arc<Vec<f32>>,
+    prior: Option<Prior>,
     budget: Duration,
     trace: &mut Trace,
 ) -> Result<crate::stt::Transcript, SttError> {
@@ -663,6 +777,7 @@ async fn transcribe(
     let abort = Arc::new(AtomicBool::new(false));
     let options = TranscribeOptions {
         abort: Some(abort.clone()),
+        prior,
         ..TranscribeOptions::default()
     };
     // The permit goes with the work: an aborted transcription holds it
@@ -706,6 +821,11 @@ async fn compose(
         (Said::Speech(t), Some(_)) if !prepared.text_only => Language::from_code(&t.language),
         _ => None,
     };
+    let heard = match said {
+        Said::Speech(t) => Some(t.language.as_str()),
+        _ => None,
+    };
+    let written_in = conversation_language(ctx, &message.from, prepared.language.as_deref(), heard);
     let first = budgets.get(BudgetStage::DialogFirstToken);
     let total = budgets.get(BudgetStage::DialogTotal);
     let started = Instant::now();
@@ -810,7 +930,9 @@ async fn compose(
             .degraded
             .push(format!("{} over budget: template", budget.name()));
         return Composed {
-            text: notices::LATE_ANSWER.into(),
+            text: ctx
+                .respond
+                .notice(Notice::LateAnswer, written_in.as_deref()),
             voice: None,
             silent: false,
         };
@@ -825,7 +947,9 @@ async fn compose(
     if text.trim().is_empty() {
         tracing::warn!(intent = ?meta.intent, "the reply is empty");
         return Composed {
-            text: notices::UNANSWERED.into(),
+            text: ctx
+                .respond
+                .notice(Notice::Unanswered, written_in.as_deref()),
             voice: None,
             silent: false,
         };

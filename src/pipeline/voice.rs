@@ -354,10 +354,7 @@ mod tests {
 
     fn budgets(first_audio_ms: u64, total_ms: u64) -> Budgets {
         let mut b = Budgets::default();
-        let send_text = |ms| Budget {
-            ms,
-            action: Action::SendText,
-        };
+        let send_text = |ms| Budget::fixed(ms, Action::SendText);
         b.set(BudgetStage::TtsFirstAudio, send_text(first_audio_ms))
             .unwrap();
         b.set(BudgetStage::TtsTotal, send_text(total_ms)).unwrap();

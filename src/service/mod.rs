@@ -61,6 +61,13 @@ pub struct ServiceConfig {
     /// `[dialog]`; or `"echo"`, which says back what it understood (for
     /// trying the channel and the speech model without a shop).
     pub reply: ReplyProvider,
+    /// The business's languages (ISO 639-1): the languages its customers are
+    /// heard and answered in. Default `["en", "es", "it", "pt", "fr"]`. Each
+    /// needs reply templates (`data/templates/<lang>.toml`) and a voice; a
+    /// note in another language is not acted on, and the customer is asked
+    /// to say it again or type it.
+    #[serde(deserialize_with = "languages")]
+    pub languages: Vec<String>,
     /// Bearer token for the operators' hand-off endpoints
     /// (`GET /operator/handoffs`, `POST /operator/handoffs/{number}/release`).
     /// `VOXLINE_OPERATOR_TOKEN`. Default none: the endpoints answer 404.
@@ -76,9 +83,41 @@ pub enum ReplyProvider {
     Echo,
 }
 
+/// `[service] languages`' default: the five languages of the businesses
+/// voxline serves.
+pub fn default_languages() -> Vec<String> {
+    crate::tts::Language::ALL
+        .iter()
+        .map(|l| l.code().to_string())
+        .collect()
+}
+
+/// Reads `[service] languages`: known codes, at least one, no repeats.
+fn languages<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let codes = Vec::<String>::deserialize(d)?;
+    let mut out: Vec<String> = Vec::new();
+    for code in codes {
+        let lang = crate::tts::Language::from_code(code.trim()).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "language {code:?} is not one voxline speaks (en, es, it, pt, fr)"
+            ))
+        })?;
+        if !out.iter().any(|l| l == lang.code()) {
+            out.push(lang.code().to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(serde::de::Error::custom(
+            "languages: at least one is needed",
+        ));
+    }
+    Ok(out)
+}
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
+            languages: default_languages(),
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 16,
             stt_concurrency: 1,
@@ -195,6 +234,8 @@ impl Service {
             fetch_retry: config.whatsapp.retry_policy(),
             mark_read: config.whatsapp.mark_read,
             budgets: budgets.clone(),
+            languages: config.service.languages.clone(),
+            hearing: config.stt.hearing,
         });
         let workers = Workers::new(ctx, config.service.workers);
 

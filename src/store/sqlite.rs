@@ -566,6 +566,7 @@ mod tests {
             reply_bytes: None,
             audio_ms: None,
             note: None,
+            routing: None,
             budgets_ms: Default::default(),
         }
     }

@@ -7,8 +7,25 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct SttConfig {
     /// Model name (resolved to `ggml-<name>.bin` in the models folder) or a
-    /// path to any whisper.cpp GGML file. Default `tiny.en`.
+    /// path to any whisper.cpp GGML file. Default `base-q8_0`, the
+    /// multilingual model that hears every configured language (Q8_0: no
+    /// worse than f16 on the fixtures, and faster; see the README). An
+    /// English-only model here serves English alone.
     pub model: String,
+    /// The model for notes routed to English, when `[service] languages`
+    /// has English and `model` is multilingual. Default `tiny.en-q8_0`:
+    /// faster than `base` at equal English word error rate. `"none"` hears
+    /// English with `model` too.
+    pub english_model: Option<String>,
+    /// How much of the note, in ms from its start, language detection
+    /// listens to. Default 3000: detection is an extra encoder pass before
+    /// the transcription, and its cost grows with the window (see the
+    /// README for the measured trade-off).
+    pub detect_window_ms: u32,
+    /// `[stt.routing]`: how each note's language is chosen.
+    pub routing: super::route::RoutingConfig,
+    /// `[stt.hearing]`: when a transcript is too unsure to act on.
+    pub hearing: super::heard::HearingConfig,
     /// Folder holding the converted models. Default: `VOXLINE_MODELS_DIR`, else
     /// `models`.
     pub models_dir: Option<std::path::PathBuf>,
@@ -53,7 +70,11 @@ pub struct SttConfig {
 impl Default for SttConfig {
     fn default() -> Self {
         Self {
-            model: "tiny.en".into(),
+            model: "base-q8_0".into(),
+            english_model: Some("tiny.en-q8_0".into()),
+            detect_window_ms: 3000,
+            routing: Default::default(),
+            hearing: Default::default(),
             models_dir: None,
             threads: 2,
             language: "auto".into(),

@@ -6,9 +6,14 @@
 
 pub mod config;
 pub mod guard;
+pub mod heard;
+pub mod route;
 pub mod whisper;
 
 pub use config::SttConfig;
+pub use route::{LanguageRouter, Prior, PriorSource, Routing};
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -47,13 +52,21 @@ pub struct Transcript {
     pub confidence: f32,
     pub no_speech_probability: f32,
     pub window: Window,
+    /// How the language and model were chosen, when a
+    /// [`LanguageRouter`] chose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<Routing>>,
 }
 
 /// Per-call options.
 #[derive(Debug, Clone, Default)]
 pub struct TranscribeOptions {
-    /// Force a language (ISO 639-1); `None` uses the configured one.
+    /// Force a language (ISO 639-1); `None` uses the configured one (or, on
+    /// a [`LanguageRouter`], routes the note).
     pub language: Option<String>,
+    /// What is known of the customer's language before the note is heard:
+    /// the conversation's, or the one of the number's calling code.
+    pub prior: Option<Prior>,
     /// Set to stop the transcription early (its budget ran out); the call
     /// then returns [`SttError::Aborted`].
     pub abort: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -75,6 +88,8 @@ pub enum SttError {
     Empty,
     #[error("transcription stopped before it finished")]
     Aborted,
+    #[error("{0} cannot detect the spoken language (an English-only model)")]
+    NoDetection(String),
 }
 
 /// A speech-to-text provider.
@@ -86,6 +101,53 @@ pub trait SpeechToText: Send + Sync {
         options: &TranscribeOptions,
     ) -> Result<Transcript, SttError>;
 
+    /// The spoken language's probabilities over every language the model
+    /// knows, most likely first. Blocking.
+    fn detect_language(
+        &self,
+        _speech: &[f32],
+        _abort: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<(String, f32)>, SttError> {
+        Err(SttError::NoDetection(self.name().to_string()))
+    }
+
+    /// Whether the model transcribes more than English.
+    fn is_multilingual(&self) -> bool {
+        false
+    }
+
     /// A short name for traces and metrics, e.g. `whisper:tiny.en`.
     fn name(&self) -> &str;
+}
+
+/// Loads the configured speech-to-text stage for a business that serves
+/// `languages`: with a multilingual model, a [`LanguageRouter`] over it and
+/// the English model; with an English-only one, that model alone.
+pub fn load(config: &SttConfig, languages: &[String]) -> Result<Arc<dyn SpeechToText>, SttError> {
+    let main = whisper::WhisperStt::load(config)?;
+    if !main.is_multilingual() {
+        if languages.iter().any(|l| l != "en") {
+            tracing::warn!(
+                model = main.name(),
+                "the model is English-only: notes in other languages will not be understood"
+            );
+        }
+        return Ok(Arc::new(main));
+    }
+    let english = match config.english_model.as_deref() {
+        Some(name) if name != "none" && languages.iter().any(|l| l == "en") => {
+            let english = SttConfig {
+                model: name.to_string(),
+                ..config.clone()
+            };
+            Some(Arc::new(whisper::WhisperStt::load(&english)?) as Arc<dyn SpeechToText>)
+        }
+        _ => None,
+    };
+    Ok(Arc::new(LanguageRouter::new(
+        Arc::new(main),
+        english,
+        languages.to_vec(),
+        config.routing.clone(),
+    )))
 }

@@ -79,10 +79,6 @@ impl WhisperStt {
         })
     }
 
-    pub fn is_multilingual(&self) -> bool {
-        self.multilingual
-    }
-
     fn language(&self, options: &TranscribeOptions) -> Result<String, SttError> {
         let wanted = options
             .language
@@ -114,6 +110,17 @@ impl WhisperStt {
         // whisper.cpp's kernels prefer multiples of 64 frames
         let frames = frames.div_ceil(64) * 64;
         (frames < self.full_ctx).then_some(frames)
+    }
+
+    /// The encoder window language detection runs on: the first
+    /// `detect_window_ms` of the note (speech starts near the beginning of a
+    /// trimmed note), never more than the fitted window.
+    fn detection_ctx(&self, samples: usize) -> u32 {
+        let ms = (samples * 1000 / SAMPLE_RATE) as u32;
+        let wanted = ms.min(self.config.detect_window_ms).max(1000);
+        let frames = wanted.div_ceil(FRAME_MS).div_ceil(64) * 64;
+        let fitted = self.fitted_ctx(samples).unwrap_or(self.full_ctx);
+        frames.min(fitted).min(self.full_ctx)
     }
 
     /// The per-segment token cap for `samples` of audio.
@@ -234,6 +241,53 @@ impl WhisperStt {
     }
 }
 
+impl WhisperStt {
+    /// Spoken-language probabilities of `input` (already padded), from one
+    /// encoder pass over the fitted window and one decoder step, as
+    /// whisper.cpp computes them; sorted, most likely first.
+    fn detect(
+        &self,
+        state: &mut WhisperState,
+        input: &[f32],
+        abort: Option<&AtomicBool>,
+    ) -> Result<Vec<(String, f32)>, SttError> {
+        if abort.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Err(SttError::Aborted);
+        }
+        let threads = self.config.threads.max(1) as i32;
+        // whisper.cpp's detection encodes with the window of the state's
+        // last `full` call. A `full` call limited to 100 ms of audio computes
+        // the whole note's spectrogram and sets the window, then stops
+        // before it encodes anything: the detection below then encodes the
+        // fitted window once instead of the full 30 s one.
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(threads);
+        params.set_language(Some("en"));
+        params.set_duration_ms(100);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_audio_ctx(self.detection_ctx(input.len()) as i32);
+        state
+            .full(params, input)
+            .map_err(|e| SttError::Whisper(e.to_string()))?;
+        let (_, probs) = state
+            .lang_detect(0, threads as usize)
+            .map_err(|e| SttError::Whisper(format!("language detection: {e}")))?;
+        let mut ranked: Vec<(String, f32)> = probs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, &p)| {
+                let code = whisper_rs::get_lang_str(id as i32)?;
+                p.is_finite().then(|| (code.to_string(), p))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(ranked)
+    }
+}
+
 /// whisper.cpp's abort callback: whether the flag behind `user_data` is set.
 unsafe extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
     // SAFETY: `run` passes a pointer to an AtomicBool that outlives `full`.
@@ -316,7 +370,36 @@ impl SpeechToText for WhisperStt {
             confidence,
             no_speech_probability: pass.no_speech_probability,
             window,
+            routing: None,
         })
+    }
+
+    fn detect_language(
+        &self,
+        speech: &[f32],
+        abort: Option<&AtomicBool>,
+    ) -> Result<Vec<(String, f32)>, SttError> {
+        if !self.multilingual {
+            return Err(SttError::NoDetection(self.name.clone()));
+        }
+        if speech.is_empty() {
+            return Err(SttError::Empty);
+        }
+        let padded;
+        let input = if speech.len() < MIN_SAMPLES {
+            padded = [speech, &vec![0.0; MIN_SAMPLES - speech.len()]].concat();
+            &padded[..]
+        } else {
+            speech
+        };
+        let mut state = self.take_state()?;
+        let result = self.detect(&mut state, input, abort);
+        self.give_back(state);
+        result
+    }
+
+    fn is_multilingual(&self) -> bool {
+        self.multilingual
     }
 
     fn name(&self) -> &str {

@@ -74,7 +74,7 @@ pub fn generous_budgets() -> Budgets {
     let mut budgets = Budgets::default();
     for stage in BudgetStage::ALL {
         let action = budgets.get(stage).action;
-        budgets.set(stage, Budget { ms: 60_000, action }).unwrap();
+        budgets.set(stage, Budget::fixed(60_000, action)).unwrap();
     }
     budgets
 }
@@ -148,6 +148,7 @@ impl SpeechToText for FixedStt {
             confidence: 0.9,
             no_speech_probability: 0.0,
             window: Window::Full,
+            routing: None,
         })
     }
 

@@ -106,6 +106,8 @@ pub struct IntentModel {
     rule_owner: Vec<usize>,
     intents: Classifier,
     languages: Vec<String>,
+    /// Indices of `languages` that detection may answer.
+    detectable: Vec<usize>,
     language: Classifier,
     lexicon: Lexicon,
     thresholds: Thresholds,
@@ -194,6 +196,7 @@ impl IntentModel {
             rules,
             rule_owner,
             intents,
+            detectable: (0..languages.len()).collect(),
             languages,
             language,
             lexicon,
@@ -225,11 +228,47 @@ impl IntentModel {
         self.thresholds
     }
 
-    /// The language of a message, among those the examples cover.
+    /// Limits language detection to `languages` (those of them the
+    /// examples cover); an empty list or one with none of them changes
+    /// nothing.
+    pub fn detect_among(&mut self, languages: &[String]) {
+        let allowed: Vec<usize> = (0..self.languages.len())
+            .filter(|&i| languages.contains(&self.languages[i]))
+            .collect();
+        if !allowed.is_empty() {
+            self.detectable = allowed;
+        }
+    }
+
+    /// The language of a message, among those the examples cover (and
+    /// [`Self::detect_among`] allows).
     pub fn detect_language(&self, folded: &str) -> &str {
         let p = self.language.probabilities(folded);
-        let best = argmax(&p);
+        let best = self
+            .detectable
+            .iter()
+            .copied()
+            .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+            .unwrap_or_else(|| argmax(&p));
         &self.languages[best]
+    }
+
+    /// The most likely language of `folded` among those detection may
+    /// answer, its probability, and the probability of `expected`.
+    pub fn language_odds(&self, folded: &str, expected: &str) -> (&str, f32, f32) {
+        let p = self.language.probabilities(folded);
+        let best = self
+            .detectable
+            .iter()
+            .copied()
+            .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+            .unwrap_or_else(|| argmax(&p));
+        let expected = self
+            .languages
+            .iter()
+            .position(|l| l == expected)
+            .map_or(0.0, |i| p[i]);
+        (&self.languages[best], p[best], expected)
     }
 
     /// Classifies one message. `language` is the transcript's language, when
@@ -319,10 +358,10 @@ mod tests {
     }
 
     #[test]
-    fn data_files_load_with_twenty_intents_in_four_languages() {
+    fn data_files_load_with_twenty_intents_in_five_languages() {
         let m = model();
         assert!(m.specs().len() >= 20, "{}", m.specs().len());
-        assert_eq!(m.languages(), ["en", "es", "it", "pt"]);
+        assert_eq!(m.languages(), ["en", "es", "fr", "it", "pt"]);
         for s in m.specs() {
             for l in m.languages() {
                 assert!(

@@ -120,8 +120,22 @@ impl DialogStage {
                 Lexicon::default()
             }
         };
-        let intents = IntentModel::load(&data.join("intents"), lexicon, config.thresholds)?;
+        let mut intents = IntentModel::load(&data.join("intents"), lexicon, config.thresholds)?;
+        intents.detect_among(&config.languages);
         let templates = Templates::load(&data.join("templates"))?;
+        // Everything voxline says must exist in every language it serves.
+        if let Some(missing) = config.languages.iter().find(|l| !templates.has_language(l)) {
+            return Err(DialogError::Data {
+                path: data
+                    .join("templates")
+                    .join(format!("{missing}.toml"))
+                    .display()
+                    .to_string(),
+                message: format!(
+                    "no templates for {missing}, a configured language ([service] languages)"
+                ),
+            });
+        }
         let kb = KnowledgeBase::load(&data.join("kb")).map_err(|e| DialogError::Data {
             path: data.join("kb").display().to_string(),
             message: e.to_string(),
@@ -163,6 +177,15 @@ impl DialogStage {
 
     pub fn sessions(&self) -> &SessionStore {
         &self.inner.sessions
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.inner.templates
+    }
+
+    /// The business's languages.
+    pub fn languages(&self) -> &[String] {
+        &self.inner.config.languages
     }
 
     /// Answers one message and waits for the whole reply.

@@ -2,6 +2,7 @@
 //! streamed sentence by sentence through the fact guard.
 
 use super::*;
+use crate::dialog::guard::in_language;
 
 impl Exchange<'_> {
     /// The best knowledge-base passage, as a short answer.
@@ -47,17 +48,18 @@ impl Exchange<'_> {
             "es" => "Spanish",
             "it" => "Italian",
             "pt" => "Portuguese",
+            "fr" => "French",
             _ => "English",
         };
         let voice = self.msg.channel == Channel::Voice && self.delivery == Delivery::Voice;
         let mut system = format!(
-            "You are the WhatsApp assistant of an online shop. Answer in {lang_name}, {}. \
+            "You are the WhatsApp assistant of an online shop. Answer in {lang_name} only, {}. \
              State prices, stock, delivery dates and order statuses only as given below; \
              if the answer is not below, say that a colleague will check. Never promise refunds or changes.",
             if voice {
                 "in at most two short sentences that read well aloud"
             } else {
-                "briefly"
+                "briefly, in at most three short sentences"
             }
         );
         let passages: Vec<String> = self
@@ -158,17 +160,27 @@ impl Exchange<'_> {
                     if sentence.is_empty() {
                         continue;
                     }
+                    let sentence = match in_language(&sentence, &self.lang, &self.inner.intents) {
+                        Ok(s) if s.trim().is_empty() => continue,
+                        Ok(s) => s,
+                        Err(v) => {
+                            caught = Some(format!("{v:?}"));
+                            break;
+                        }
+                    };
                     if let Some(v) = self.inner.guard.check(&sentence, &self.facts, self.today) {
                         caught = Some(format!("{v:?}"));
                         break;
                     }
+                    // Text answers are capped like voice ones: a WhatsApp
+                    // reply is a few sentences, not an essay.
+                    if passed >= cap.max_sentences
+                        || chars + sentence.len() > cap.max_chars && passed > 0
+                    {
+                        passed = usize::MAX;
+                        break;
+                    }
                     let sentence = if voice {
-                        if passed >= cap.max_sentences
-                            || chars + sentence.len() > cap.max_chars && passed > 0
-                        {
-                            passed = usize::MAX;
-                            break;
-                        }
                         cap_voice(&sentence, &cap)
                     } else {
                         sentence
