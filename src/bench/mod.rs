@@ -126,7 +126,7 @@ pub fn select(
 ) -> Result<Vec<Fixture>, BenchError> {
     let english_only = model.ends_with(".en") || model.contains(".en-");
     let wanted = |f: &Fixture| match &options.languages {
-        Some(langs) => langs.iter().any(|l| l == &f.language),
+        Some(langs) => langs.iter().any(|l| l == &f.language || l == "all"),
         None => !english_only || f.language == "en",
     };
     let mut chosen: Vec<Fixture> = manifest

@@ -699,7 +699,6 @@ async fn hear(
             .as_ref()
             .map(|r| format!("{} by {}: {}", r.language, r.model, r.reason));
     }
-    let served = |l: &str| ctx.languages.iter().any(|c| c == l);
     match heard {
         Ok(t) => match heard::judge(&t, &ctx.hearing) {
             Err(why) => {
@@ -712,9 +711,12 @@ async fn hear(
                 );
                 notes.transcript = Some(t.text.trim().to_string());
                 notes.degraded.push(format!("not heard: {why}"));
+                // What was not heard says nothing reliable about the
+                // customer's language either: the notice goes in the
+                // conversation's (or the calling code's).
                 Said::NotHeard {
                     reason: why.to_string(),
-                    language: Some(t.language.clone()).filter(|l| served(l)),
+                    language: None,
                 }
             }
             Ok(()) if t.text.trim().is_empty() => Said::Silence,
