@@ -216,16 +216,23 @@ fn replies(language: Language) -> Vec<String> {
     ]
 }
 
-/// Every native voice on its language's six replies, corpus WER through
-/// Whisper base, comparable with the Japanese voices' table in the README
-/// ("The Kokoro voice"). About 5 minutes on 2 cores:
+/// Every native voice on its language's six replies (or those of the
+/// languages `VOXLINE_SWEEP` names, "it,fr"), corpus WER through Whisper
+/// base, comparable with the Japanese voices' table in the README ("The
+/// Kokoro voice"). Several minutes on 2 cores:
 /// `cargo test --release --test tts_kokoro_native -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for choosing voices, not a check; run it on demand"]
 async fn native_voice_sweep() {
     let stt = whisper_base();
+    let wanted: Option<Vec<Language>> = std::env::var("VOXLINE_SWEEP")
+        .ok()
+        .map(|list| list.split(',').filter_map(Language::from_code).collect());
     let mut table = Vec::new();
     for (language, voices) in NATIVE_VOICES {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&language)) {
+            continue;
+        }
         for voice in voices {
             let tts = kokoro(&[(language, voice)]);
             let (mut errors, mut words) = (0, 0);

@@ -228,6 +228,23 @@ impl Exchange<'_> {
     pub(super) async fn guard_fallback(&mut self) -> String {
         let mut c = self.c.clone();
         c.fast_path = true;
+        // The fallback only informs: an unsure guess at an intent that
+        // changes something (a cart, an order, a subscription) must not be
+        // carried out because the LLM's answer was refused.
+        const INFORMATIONAL: &[&str] = &[
+            "product_search",
+            "price_inquiry",
+            "availability_shipping",
+            "order_status",
+            "payment_status",
+            "cart_view",
+            "faq",
+            "greeting",
+            "thanks_bye",
+        ];
+        if !INFORMATIONAL.contains(&c.intent.as_str()) {
+            c.intent = UNKNOWN.into();
+        }
         if c.intent == UNKNOWN && c.slots.product.is_some() {
             c.intent = "product_search".into();
         }
