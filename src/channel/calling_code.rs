@@ -48,6 +48,23 @@ pub fn language_of(number: &str, languages: &[String]) -> Option<String> {
     }
 }
 
+/// The language to write to `number` in: `conversation`'s, else `heard`
+/// (the language of the message just understood), else the one the
+/// calling code points to; each only when it is one of `languages`.
+pub fn language_to_write(
+    number: &str,
+    conversation: Option<&str>,
+    heard: Option<&str>,
+    languages: &[String],
+) -> Option<String> {
+    let served = |l: &&str| languages.iter().any(|c| c == l);
+    conversation
+        .filter(served)
+        .or(heard.filter(served))
+        .map(String::from)
+        .or_else(|| language_of(number, languages))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,27 +42,14 @@ impl DialogRespond {
                 None
             }
         };
-        let language = self.language_of(from, session.and_then(|s| s.language), heard);
+        let conversation = session.and_then(|s| s.language);
+        let language = crate::channel::calling_code::language_to_write(
+            from,
+            conversation.as_deref(),
+            heard,
+            self.stage.languages(),
+        );
         Reply::text(Respond::notice(self, notice, language.as_deref()))
-    }
-
-    /// The language to write to `from` in: the conversation's, else the one
-    /// just heard, else the one the number's calling code points to.
-    fn language_of(
-        &self,
-        from: &str,
-        conversation: Option<String>,
-        heard: Option<&str>,
-    ) -> Option<String> {
-        let languages = self.stage.languages();
-        conversation
-            .filter(|l| languages.contains(l))
-            .or_else(|| {
-                heard
-                    .filter(|l| languages.iter().any(|c| c == l))
-                    .map(String::from)
-            })
-            .or_else(|| crate::channel::calling_code::language_of(from, languages))
     }
 
     /// What the dialog is asked, or the notice to send instead.

@@ -404,9 +404,12 @@ impl Hold {
                 let Some((false, conversation)) = known else {
                     return None;
                 };
-                let language = conversation
-                    .filter(|l| languages.contains(l))
-                    .or_else(|| crate::channel::calling_code::language_of(&to, &languages));
+                let language = crate::channel::calling_code::language_to_write(
+                    &to,
+                    conversation.as_deref(),
+                    None,
+                    &languages,
+                );
                 let text =
                     fixed.unwrap_or_else(|| respond.notice(Notice::Holding, language.as_deref()));
                 let started = Instant::now();
@@ -738,23 +741,6 @@ async fn hear(
     }
 }
 
-/// The language to write to `from` in: the conversation's, else the one
-/// just heard, else the calling code's; each only when the business serves
-/// it.
-fn conversation_language(
-    ctx: &TurnContext,
-    from: &str,
-    conversation: Option<&str>,
-    heard: Option<&str>,
-) -> Option<String> {
-    let served = |l: &&str| ctx.languages.iter().any(|c| c == l);
-    conversation
-        .filter(served)
-        .or(heard.filter(served))
-        .map(String::from)
-        .or_else(|| crate::channel::calling_code::language_of(from, &ctx.languages))
-}
-
 /// Marks the last span of `stage` as over `budget` with `action`.
 fn mark_last(trace: &mut Trace, stage: Stage, budget: BudgetStage, action: Action) {
     if let Some(span) = trace.spans.iter_mut().rev().find(|s| s.stage == stage) {
@@ -827,7 +813,12 @@ async fn compose(
         Said::Speech(t) => Some(t.language.as_str()),
         _ => None,
     };
-    let written_in = conversation_language(ctx, &message.from, prepared.language.as_deref(), heard);
+    let written_in = crate::channel::calling_code::language_to_write(
+        &message.from,
+        prepared.language.as_deref(),
+        heard,
+        &ctx.languages,
+    );
     let first = budgets.get(BudgetStage::DialogFirstToken);
     let total = budgets.get(BudgetStage::DialogTotal);
     let started = Instant::now();

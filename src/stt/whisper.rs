@@ -288,6 +288,17 @@ impl WhisperStt {
     }
 }
 
+/// `speech`, padded with silence to the length whisper.cpp accepts.
+fn padded(speech: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if speech.len() < MIN_SAMPLES {
+        let mut p = speech.to_vec();
+        p.resize(MIN_SAMPLES, 0.0);
+        std::borrow::Cow::Owned(p)
+    } else {
+        std::borrow::Cow::Borrowed(speech)
+    }
+}
+
 /// whisper.cpp's abort callback: whether the flag behind `user_data` is set.
 unsafe extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
     // SAFETY: `run` passes a pointer to an AtomicBool that outlives `full`.
@@ -342,17 +353,11 @@ impl SpeechToText for WhisperStt {
         }
         let language = self.language(options)?;
         let audio_ms = (speech.len() * 1000 / SAMPLE_RATE) as u64;
-        let padded;
-        let input = if speech.len() < MIN_SAMPLES {
-            padded = [speech, &vec![0.0; MIN_SAMPLES - speech.len()]].concat();
-            &padded[..]
-        } else {
-            speech
-        };
+        let input = padded(speech);
 
         let mut state = self.take_state()?;
         let abort = options.abort.as_deref();
-        let result = self.decode_guarded(&mut state, input, &language, audio_ms, abort);
+        let result = self.decode_guarded(&mut state, &input, &language, audio_ms, abort);
         self.give_back(state);
         let (pass, window) = result?;
 
@@ -385,15 +390,9 @@ impl SpeechToText for WhisperStt {
         if speech.is_empty() {
             return Err(SttError::Empty);
         }
-        let padded;
-        let input = if speech.len() < MIN_SAMPLES {
-            padded = [speech, &vec![0.0; MIN_SAMPLES - speech.len()]].concat();
-            &padded[..]
-        } else {
-            speech
-        };
+        let input = padded(speech);
         let mut state = self.take_state()?;
-        let result = self.detect(&mut state, input, abort);
+        let result = self.detect(&mut state, &input, abort);
         self.give_back(state);
         result
     }

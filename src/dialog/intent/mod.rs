@@ -244,25 +244,23 @@ impl IntentModel {
     /// [`Self::detect_among`] allows).
     pub fn detect_language(&self, folded: &str) -> &str {
         let p = self.language.probabilities(folded);
-        let best = self
-            .detectable
+        &self.languages[self.most_likely(&p)]
+    }
+
+    /// The index of the most likely detectable language in `p`.
+    fn most_likely(&self, p: &[f32]) -> usize {
+        self.detectable
             .iter()
             .copied()
             .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-            .unwrap_or_else(|| argmax(&p));
-        &self.languages[best]
+            .unwrap_or_else(|| argmax(p))
     }
 
     /// The most likely language of `folded` among those detection may
     /// answer, its probability, and the probability of `expected`.
     pub fn language_odds(&self, folded: &str, expected: &str) -> (&str, f32, f32) {
         let p = self.language.probabilities(folded);
-        let best = self
-            .detectable
-            .iter()
-            .copied()
-            .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-            .unwrap_or_else(|| argmax(&p));
+        let best = self.most_likely(&p);
         let expected = self
             .languages
             .iter()
