@@ -3,7 +3,7 @@
 //! model fails the test with the command to run.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use voxline::fixtures::{normalise_words, word_edits, Condition, Fixture, Manifest, Source};
 use voxline::media::{self, MediaConfig, SpeechOutcome};
@@ -29,6 +29,15 @@ fn tiny() -> Arc<WhisperStt> {
     static TINY: OnceLock<Arc<WhisperStt>> = OnceLock::new();
     TINY.get_or_init(|| Arc::new(stt("tiny.en", |_| {})))
         .clone()
+}
+
+/// One transcription-heavy test at a time. Each transcription already uses
+/// both cores (`[stt] threads = 2`), and whisper.cpp's threads spin while
+/// they wait for each other: nine tests transcribing at once on two cores
+/// took 28 minutes in CI, where one after the other takes a few.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn manifest() -> Manifest {
@@ -72,6 +81,7 @@ impl Score {
 
 #[test]
 fn tiny_en_transcribes_clean_english_fixtures_within_10_percent_wer() {
+    let _heavy = one_at_a_time();
     let m = manifest();
     let fixtures = clean_english(&m);
     assert!(
@@ -106,6 +116,7 @@ fn tiny_en_transcribes_clean_english_fixtures_within_10_percent_wer() {
 
 #[test]
 fn fitted_window_is_as_accurate_as_the_full_window() {
+    let _heavy = one_at_a_time();
     let m = manifest();
     let fitted = tiny();
     let full = stt("tiny.en", |c| c.fit_window = false);
@@ -137,6 +148,7 @@ fn fitted_window_is_as_accurate_as_the_full_window() {
 
 #[test]
 fn a_window_too_small_for_the_speech_is_caught_and_redone_in_full() {
+    let _heavy = one_at_a_time();
     // With no margin and no floor, the window ends before the speech does
     // for notes longer than a few seconds; whatever the decoder makes of it
     // must either pass the checks or be redone on the full window, and never
@@ -175,6 +187,7 @@ fn a_window_too_small_for_the_speech_is_caught_and_redone_in_full() {
 
 #[test]
 fn q8_0_weights_stay_close_to_f16() {
+    let _heavy = one_at_a_time();
     let m = manifest();
     let q8 = stt("tiny.en-q8_0", |_| {});
     let f16 = tiny();
@@ -204,6 +217,7 @@ fn q8_0_weights_stay_close_to_f16() {
 
 #[test]
 fn base_detects_and_transcribes_other_languages() {
+    let _heavy = one_at_a_time();
     let m = manifest();
     let base = stt("base", |_| {});
     assert!(base.is_multilingual());
@@ -248,6 +262,7 @@ fn english_only_model_refuses_other_languages() {
 
 #[test]
 fn one_model_serves_concurrent_workers() {
+    let _heavy = one_at_a_time();
     let m = manifest();
     let f = clean_english(&m)[0].clone();
     let speech = Arc::new(speech_of(&m, &f));
@@ -273,6 +288,7 @@ fn one_model_serves_concurrent_workers() {
 
 #[test]
 fn a_silent_note_is_no_speech_not_an_error() {
+    let _heavy = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("silence.ogg");
     let status = std::process::Command::new("ffmpeg")

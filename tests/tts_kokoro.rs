@@ -120,9 +120,13 @@ async fn cancelling_stops_promptly() {
     assert_eq!(heard, 0, "no audio after the cancel");
     // ONNX Runtime sees the terminate flag between kernels, and one of
     // Kokoro's (the duration LSTM, the decoder's convolutions over 24 kHz
-    // audio) can run 300 ms on two shared cores: measured 39 to 280 ms with
-    // the other tests here running.
-    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    // audio) can run 300 ms on two quiet cores: measured 39 to 280 ms with
+    // the other tests here running. On a loaded machine every kernel slows
+    // down alike (CI: a 12.6 s sentence stopped 1.8 s after the cancel), so
+    // the bound is a share of what was left to do, with 1 s as its floor.
+    let left = full - full / 10;
+    let bound = (left / 4).max(Duration::from_millis(1000));
+    assert!(took < bound, "took {took:?}, bound {bound:?}");
     drop(text_tx);
 
     let (chunks, report) = say(tts, &["Ci sono ancora."], Language::It).await;
