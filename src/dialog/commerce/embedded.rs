@@ -1,12 +1,18 @@
 //! The embedded demo shop: catalogue, customers, orders and the log of
 //! committed changes in one SQLite file, seeded from `data/catalogue.toml`
 //! when the file is new.
+//!
+//! A change, its effects (stock taken, order written) and its log row with
+//! the order it left commit in one transaction, and the log is unique on the
+//! confirming turn: a confirmation replayed after a crash (the shop
+//! committed, the session had not yet recorded it) gets the first answer
+//! back and changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::seed::Seed;
 use super::{
@@ -30,8 +36,12 @@ CREATE TABLE IF NOT EXISTS shop_orders (
 CREATE INDEX IF NOT EXISTS shop_orders_phone ON shop_orders (phone);
 CREATE TABLE IF NOT EXISTS shop_changes (
   id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL, phone TEXT NOT NULL,
-  kind TEXT NOT NULL, detail TEXT NOT NULL, confirmed_turn TEXT NOT NULL, at INTEGER NOT NULL);
+  kind TEXT NOT NULL, detail TEXT NOT NULL, confirmed_turn TEXT NOT NULL, at INTEGER NOT NULL,
+  outcome TEXT);
 ";
+
+/// The index that makes a confirming turn commit at most one change.
+const TURN_INDEX: &str = "shop_changes_confirmed_turn";
 
 /// A committed change as logged.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +86,7 @@ impl EmbeddedStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        Self::migrate(&conn)?;
         let seeded: i64 = conn.query_row("SELECT COUNT(*) FROM shop_products", [], |r| r.get(0))?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -84,6 +95,62 @@ impl EmbeddedStore {
             store.seed(seed, today)?;
         }
         Ok(store)
+    }
+
+    /// Brings a database made by an older voxline up to [`SCHEMA`]: the
+    /// `outcome` column (the order a change left, answered again on a
+    /// replay) and the unique index on `confirmed_turn`. A log that already
+    /// holds a turn twice (a change applied twice before the index existed)
+    /// cannot take that index whole: the rows are kept, the turns are named
+    /// in a warning, and the index covers every row written from now on.
+    fn migrate(conn: &Connection) -> Result<(), CommerceError> {
+        let has_outcome: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('shop_changes') WHERE name = 'outcome'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_outcome {
+            conn.execute_batch("ALTER TABLE shop_changes ADD COLUMN outcome TEXT")?;
+        }
+        let indexed: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            params![TURN_INDEX],
+            |r| r.get(0),
+        )?;
+        if indexed {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare(
+            "SELECT confirmed_turn, COUNT(*) FROM shop_changes
+             GROUP BY confirmed_turn HAVING COUNT(*) > 1 ORDER BY MIN(id)",
+        )?;
+        let twice: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if twice.is_empty() {
+            conn.execute_batch(&format!(
+                "CREATE UNIQUE INDEX {TURN_INDEX} ON shop_changes (confirmed_turn)"
+            ))?;
+            return Ok(());
+        }
+        let last: i64 = conn.query_row("SELECT MAX(id) FROM shop_changes", [], |r| r.get(0))?;
+        tracing::warn!(
+            turns = %twice
+                .iter()
+                .map(|(turn, n)| format!("{turn} ({n} rows)"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            "shop_changes: these confirmed turns were applied more than once before voxline \
+             kept one change per turn; their rows are kept (check those orders and stock by \
+             hand), and every change from row {} on is unique per turn",
+            last + 1
+        );
+        // A partial index's condition must be a constant expression, hence
+        // the number in the statement rather than a parameter.
+        conn.execute_batch(&format!(
+            "CREATE UNIQUE INDEX {TURN_INDEX} ON shop_changes (confirmed_turn) WHERE id > {last}"
+        ))?;
+        Ok(())
     }
 
     fn seed(&self, seed: &Seed, today: Date) -> Result<(), CommerceError> {
@@ -224,9 +291,50 @@ impl EmbeddedStore {
             .optional()?)
     }
 
+    /// The answer a turn's change got when it was committed, if it was:
+    /// the order as it stood then (as it stands now for a row logged before
+    /// the outcome was kept). The same turn confirming a different change,
+    /// or for another customer, is refused.
+    fn committed(
+        conn: &Connection,
+        phone: &str,
+        detail: &str,
+        turn: &str,
+    ) -> Result<Option<Order>, CommerceError> {
+        let row: Option<(String, String, String, Option<String>)> = conn
+            .query_row(
+                "SELECT order_id, phone, detail, outcome FROM shop_changes
+                 WHERE confirmed_turn = ?1 ORDER BY id LIMIT 1",
+                params![turn],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((order_id, logged_phone, logged_detail, outcome)) = row else {
+            return Ok(None);
+        };
+        if logged_phone != phone || logged_detail != detail {
+            return Err(CommerceError::Refused(format!(
+                "turn {turn} already confirmed another change"
+            )));
+        }
+        if let Some(order) = outcome.and_then(|o| serde_json::from_str(&o).ok()) {
+            return Ok(Some(order));
+        }
+        Self::order_sync(conn, phone, &order_id)?
+            .map(Some)
+            .ok_or(CommerceError::NoSuchOrder(order_id))
+    }
+
     fn apply_sync(&self, phone: &str, change: &Change, turn: &str) -> Result<Order, CommerceError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken before the replay check, so no
+        // other connection to the file can commit the same turn in between.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let detail = serde_json::to_string(change).unwrap_or_default();
+        if let Some(first) = Self::committed(&tx, phone, &detail, turn)? {
+            tracing::info!(turn, order = %first.id, "shop change already committed by this turn: not applied again");
+            return Ok(first);
+        }
         let open = |id: &str| -> Result<Order, CommerceError> {
             let o = Self::order_sync(&tx, phone, id)?
                 .ok_or_else(|| CommerceError::NoSuchOrder(id.to_string()))?;
@@ -354,12 +462,21 @@ impl EmbeddedStore {
                 id
             }
         };
+        let order = Self::order_sync(&tx, phone, &order_id)?
+            .ok_or_else(|| CommerceError::NoSuchOrder(order_id.clone()))?;
         tx.execute(
-            "INSERT INTO shop_changes (order_id, phone, kind, detail, confirmed_turn, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![order_id, phone, change.kind(), serde_json::to_string(change).unwrap_or_default(), turn, now_secs()],
+            "INSERT INTO shop_changes (order_id, phone, kind, detail, confirmed_turn, at, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                order_id,
+                phone,
+                change.kind(),
+                detail,
+                turn,
+                now_secs(),
+                serde_json::to_string(&order).unwrap_or_default()
+            ],
         )?;
-        let order =
-            Self::order_sync(&tx, phone, &order_id)?.ok_or(CommerceError::NoSuchOrder(order_id))?;
         tx.commit()?;
         Ok(order)
     }
@@ -537,6 +654,124 @@ mod tests {
         assert!(
             block(s.apply("15550001842", &Change::PlaceOrder { items: too_many }, "t2")).is_err()
         );
+    }
+
+    #[test]
+    fn a_replayed_confirmation_gets_the_first_answer_and_changes_nothing() {
+        let s = store();
+        let phone = "15550001842";
+        let place = Change::PlaceOrder {
+            items: vec![OrderItem {
+                product: "bottle-steel".into(),
+                quantity: 3,
+            }],
+        };
+        let orders_before = block(s.orders(phone)).unwrap().len();
+        let first = block(s.apply(phone, &place, "wamid.yes")).unwrap();
+        // The process died before the session recorded the commit: the same
+        // yes is answered again after the restart.
+        let again = block(s.apply(phone, &place, "wamid.yes")).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(block(s.orders(phone)).unwrap().len(), orders_before + 1);
+        assert_eq!(block(s.products("bottle-steel")).unwrap()[0].stock, 37);
+        assert_eq!(s.changes().unwrap().len(), 1);
+
+        // The answer is the one given then, even if the order moved since.
+        let move_to = |day| Change::Reschedule {
+            order: "1842".into(),
+            delivery_date: Date::from_ymd(2026, 11, day).unwrap(),
+        };
+        let moved = block(s.apply(phone, &move_to(28), "wamid.sat")).unwrap();
+        block(s.apply(phone, &move_to(30), "wamid.mon")).unwrap();
+        assert_eq!(
+            block(s.apply(phone, &move_to(28), "wamid.sat")).unwrap(),
+            moved
+        );
+        let now = block(s.order(phone, "1842")).unwrap().unwrap();
+        assert_eq!(
+            now.delivery_date,
+            Some(Date::from_ymd(2026, 11, 30).unwrap())
+        );
+        assert_eq!(s.changes().unwrap().len(), 3);
+
+        // One turn confirms one change, for one customer.
+        let err = block(s.apply(phone, &move_to(29), "wamid.sat")).unwrap_err();
+        assert!(matches!(err, CommerceError::Refused(_)), "{err}");
+        let err = block(s.apply("34600112210", &place, "wamid.yes")).unwrap_err();
+        assert!(matches!(err, CommerceError::Refused(_)), "{err}");
+        assert_eq!(block(s.products("bottle-steel")).unwrap()[0].stock, 37);
+        assert_eq!(s.changes().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_log_takes_one_row_per_turn() {
+        let s = store();
+        let conn = s.lock();
+        let row = "INSERT INTO shop_changes (order_id, phone, kind, detail, confirmed_turn, at)
+                   VALUES ('1842', '15550001842', 'cancel', '{}', 'wamid.yes', 0)";
+        conn.execute(row, []).unwrap();
+        let err = conn.execute(row, []).unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation),
+            "{err}"
+        );
+    }
+
+    /// A shop file from before the turn was unique, in which a turn was
+    /// already applied twice: it opens, keeps its rows, and is unique from
+    /// then on.
+    #[test]
+    fn an_older_log_with_a_turn_applied_twice_still_opens() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE shop_changes (
+               id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL, phone TEXT NOT NULL,
+               kind TEXT NOT NULL, detail TEXT NOT NULL, confirmed_turn TEXT NOT NULL,
+               at INTEGER NOT NULL);
+             INSERT INTO shop_changes (order_id, phone, kind, detail, confirmed_turn, at) VALUES
+               ('1842', '15550001842', 'cancel', '{\"kind\":\"cancel\",\"order\":\"1842\"}', 'wamid.old', 0),
+               ('1842', '15550001842', 'cancel', '{\"kind\":\"cancel\",\"order\":\"1842\"}', 'wamid.old', 0);",
+        )
+        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/catalogue.toml");
+        let s = EmbeddedStore::with_connection(
+            conn,
+            &Seed::load(&path).unwrap(),
+            Date::from_ymd(2026, 11, 24).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.changes().unwrap().len(), 2);
+        let phone = "15550001842";
+        let place = Change::PlaceOrder {
+            items: vec![OrderItem {
+                product: "bottle-steel".into(),
+                quantity: 1,
+            }],
+        };
+        let first = block(s.apply(phone, &place, "wamid.new")).unwrap();
+        assert_eq!(block(s.apply(phone, &place, "wamid.new")).unwrap(), first);
+        assert_eq!(s.changes().unwrap().len(), 3);
+        let err = s
+            .lock()
+            .execute(
+                "INSERT INTO shop_changes (order_id, phone, kind, detail, confirmed_turn, at)
+                 VALUES ('1842', '15550001842', 'cancel', '{}', 'wamid.new', 0)",
+                [],
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation)
+        );
+        // The old turn is answered from its first row, not applied again.
+        let old = Change::Cancel {
+            order: "1842".into(),
+        };
+        let o = block(s.apply(phone, &old, "wamid.old")).unwrap();
+        assert_eq!(o.id, "1842");
+        assert_eq!(o.status, OrderStatus::Shipped);
+        assert_eq!(s.changes().unwrap().len(), 3);
     }
 
     #[test]

@@ -11,7 +11,19 @@
 //! | `GET {base}/customers/{phone}` | `200` `Customer`, or `404` |
 //! | `GET {base}/customers/{phone}/orders` | `200` `[Order]`, newest first |
 //! | `GET {base}/customers/{phone}/orders/{id}` | `200` `Order`, or `404` when it is not this customer's |
-//! | `POST {base}/customers/{phone}/changes` with `{"change": Change, "confirmed_turn": "wamid…"}` | `200` `Order` after the change, `404` unknown order, `409` `{"error": "…"}` refused |
+//! | `POST {base}/customers/{phone}/changes` with `{"change": Change, "confirmed_turn": "wamid…"}` and `Idempotency-Key: wamid…` | `200` `Order` after the change, `404` unknown order, `409` `{"error": "…"}` refused |
+//!
+//! **Idempotency.** Every write carries the id of the message that confirmed
+//! it (the customer's "yes", a WhatsApp `wamid`, unique per message) twice:
+//! as `confirmed_turn` in the body and as the `Idempotency-Key` header. The
+//! same key can arrive again: voxline may stop after the backend committed
+//! the change and before the conversation recorded it, and then answers the
+//! same confirmation once more when it restarts. The backend must keep the
+//! first answer to each key and give it again (the same status and `Order`)
+//! without applying the change a second time: no second order, no stock
+//! taken twice. A key that comes back with a different change or customer
+//! is a mistake to refuse with `409`. voxline's embedded shop keeps the same
+//! rule with a unique index on the confirming turn.
 //!
 //! `Change` is tagged by `kind`: `{"kind":"reschedule","order":"1842","delivery_date":"2026-11-28"}`,
 //! `{"kind":"readdress","order":"1842","address":"22 Baker Street"}`, `{"kind":"cancel","order":"1842"}`,
@@ -40,6 +52,9 @@ pub struct HttpCommerceConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
+
+/// The header that carries a write's confirming turn (see the module docs).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 fn default_timeout_ms() -> u64 {
     2000
@@ -142,6 +157,7 @@ impl Commerce for HttpCommerce {
     ) -> BoxFuture<'_, Result<Order, CommerceError>> {
         let path = format!("/customers/{}/changes", seg(phone));
         let body = serde_json::json!({ "change": change, "confirmed_turn": confirmed_turn });
+        let key = confirmed_turn.to_string();
         let order = match change {
             Change::Reschedule { order, .. }
             | Change::Readdress { order, .. }
@@ -152,6 +168,7 @@ impl Commerce for HttpCommerce {
         Box::pin(async move {
             let resp = self
                 .request(self.client.post(format!("{}{path}", self.base)))
+                .header(IDEMPOTENCY_KEY, key)
                 .json(&body)
                 .send()
                 .await

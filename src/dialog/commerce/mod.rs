@@ -6,7 +6,8 @@
 //! [`http::HttpCommerce`], which calls a business's own backend with the
 //! JSON requests documented there. Every order lookup is scoped to the
 //! customer's phone number: a customer never learns about someone else's
-//! order.
+//! order. Every write carries the turn that confirmed it as its idempotency
+//! key, so a confirmation answered twice changes the shop once.
 
 pub mod embedded;
 pub mod http;
@@ -190,7 +191,9 @@ pub trait Commerce: Send + Sync {
     /// One order, only if it belongs to `phone`.
     fn order(&self, phone: &str, id: &str) -> BoxFuture<'_, Result<Option<Order>, CommerceError>>;
     /// Commits a confirmed change; `confirmed_turn` names the message that
-    /// said yes, and is kept with the change.
+    /// said yes, is kept with the change and is its idempotency key: called
+    /// again with the same turn (a confirmation replayed after a crash), the
+    /// backend answers what it answered the first time and applies nothing.
     fn apply(
         &self,
         phone: &str,
