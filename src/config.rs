@@ -44,6 +44,9 @@ pub struct Config {
     pub budgets: crate::pipeline::budget::Budgets,
     /// `[bench]`: the thresholds `voxline bench` exits non-zero on.
     pub bench: crate::bench::BenchConfig,
+    /// `[outbox]`: how turns that could not finish (Graph API down, token
+    /// rejected) are tried again.
+    pub outbox: crate::pipeline::outbox::OutboxConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +72,13 @@ pub enum ConfigError {
 }
 
 /// Environment variables that override the file, and the key each replaces.
-pub const ENV_OVERRIDES: [(&str, &str); 8] = [
+pub const ENV_OVERRIDES: [(&str, &str); 9] = [
     ("WHATSAPP_ACCESS_TOKEN", "whatsapp.access_token"),
     ("WHATSAPP_APP_SECRET", "whatsapp.app_secret"),
     ("WHATSAPP_VERIFY_TOKEN", "whatsapp.verify_token"),
     ("WHATSAPP_PHONE_NUMBER_ID", "whatsapp.phone_number_id"),
     ("WHATSAPP_GRAPH_URL", "whatsapp.graph_url"),
+    ("WHATSAPP_MEDIA_HOSTS", "whatsapp.media_hosts"),
     ("VOXLINE_ADDR", "service.addr"),
     ("VOXLINE_DATA_DIR", "store.data_dir"),
     ("VOXLINE_OPERATOR_TOKEN", "service.operator_token"),
@@ -114,6 +118,13 @@ impl Config {
         }
         if let Some(v) = get("WHATSAPP_GRAPH_URL") {
             w.graph_url = v;
+        }
+        if let Some(v) = get("WHATSAPP_MEDIA_HOSTS") {
+            w.media_hosts = v
+                .split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect();
         }
         if let Some(v) = get("VOXLINE_ADDR") {
             self.service.addr = v.trim().parse().map_err(|e| ConfigError::Malformed {

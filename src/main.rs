@@ -140,6 +140,25 @@ enum Command {
         #[command(subcommand)]
         command: HandoffCommand,
     },
+    /// Turns waiting to be tried again: replies not delivered, notes not
+    /// fetched (the Graph API down, the access token rejected).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// What waits, why, and when it is tried next.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a waiting turn now (the running service picks it up within a second).
+    Retry { id: String },
+    /// Give a waiting turn up: it ends failed, nothing is sent.
+    Drop { id: String },
 }
 
 #[derive(clap::Args)]
@@ -295,6 +314,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Outbox { command } => outbox(config, command),
         Command::Reply {
             file,
             from,
@@ -380,6 +400,54 @@ impl Timings {
             stt: round2(r.trace.stage_ms(Stage::Stt)),
         }
     }
+}
+
+fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {
+    use voxline::pipeline::outbox;
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+        let done = match command {
+            OutboxCommand::List { json } => {
+                outbox::list(&store, json, &mut std::io::stdout())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                true
+            }
+            OutboxCommand::Retry { id } => {
+                let due = outbox::retry(&store, &id).await?;
+                println!(
+                    "{id}: {}",
+                    if due {
+                        "due now"
+                    } else {
+                        "not waiting in the outbox"
+                    }
+                );
+                due
+            }
+            OutboxCommand::Drop { id } => {
+                let dropped = outbox::drop_turn(&store, &id).await?;
+                println!(
+                    "{id}: {}",
+                    if dropped {
+                        "dropped"
+                    } else {
+                        "not waiting in the outbox"
+                    }
+                );
+                dropped
+            }
+        };
+        Ok(if done {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
 }
 
 fn round2(v: f64) -> f64 {

@@ -73,6 +73,17 @@ pub struct Metrics {
     replies: Family<PathLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     acks: Family<ResultLabels, Counter>,
+    sending_paused: Gauge,
+    outbox_pending: Gauge,
+    outbox_oldest: Gauge,
+    outbox_retries: Family<ReasonLabels, Counter>,
+    turn_panics: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// `send`, `fetch` or `paused`.
+    reason: String,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -155,8 +166,44 @@ impl Metrics {
             "Webhook deliveries by answer: ok, rejected (over the ack budget), invalid",
             acks.clone(),
         );
+        let sending_paused = Gauge::default();
+        registry.register(
+            "sending_paused",
+            "1 while the access token is rejected (190) and sending waits for a new one",
+            sending_paused.clone(),
+        );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "outbox_pending",
+            "Turns waiting to be tried again (a reply not delivered, a note not fetched)",
+            outbox_pending.clone(),
+        );
+        let outbox_oldest = Gauge::default();
+        registry.register_with_unit(
+            "outbox_oldest_age",
+            "Age of the oldest waiting turn's message",
+            prometheus_client::registry::Unit::Seconds,
+            outbox_oldest.clone(),
+        );
+        let outbox_retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "outbox_deferrals",
+            "Turns put back to wait and be tried again, by what failed",
+            outbox_retries.clone(),
+        );
+        let turn_panics = Counter::default();
+        registry.register(
+            "turn_panics",
+            "Turns that panicked (each ends failed; its customer's lane goes on)",
+            turn_panics.clone(),
+        );
         Self {
             registry,
+            sending_paused,
+            outbox_pending,
+            outbox_oldest,
+            outbox_retries,
+            turn_panics,
             stage_duration,
             overruns,
             turn_duration,
@@ -247,6 +294,29 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    pub fn set_sending_paused(&self, paused: bool) {
+        self.sending_paused.set(i64::from(paused));
+    }
+
+    /// The outbox as last counted: waiting turns and the oldest one's age.
+    pub fn set_outbox(&self, pending: usize, oldest_age_s: u64) {
+        self.outbox_pending.set(pending as i64);
+        self.outbox_oldest.set(oldest_age_s as i64);
+    }
+
+    /// A turn put back to wait; `reason` is `send`, `fetch` or `paused`.
+    pub fn deferred(&self, reason: &str) {
+        self.outbox_retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn turn_panicked(&self) {
+        self.turn_panics.inc();
     }
 
     pub fn queue_depth(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {

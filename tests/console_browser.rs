@@ -1,6 +1,6 @@
 //! The operator console in headless Chromium: a console router on
-//! 127.0.0.1 over turns built here, bound as if off loopback so the page
-//! must carry the operator token, and `tests/browser/console.mjs` driving
+//! 127.0.0.1 over turns built here, behind the operator token (needed on
+//! loopback too), and `tests/browser/console.mjs` driving
 //! the page: the turn appears in the live list after the page has loaded,
 //! its waterfall shows its spans, the latency table has rows, and a
 //! screenshot lands in `target/console.png`.
@@ -321,8 +321,11 @@ async fn an_operator_sees_a_new_turn_and_its_waterfall() {
         older,
         calls: AtomicUsize::new(0),
     });
-    // As if bound off loopback: the page must carry the token.
-    let app = console::router(data.clone(), Some(TOKEN.into()), true);
+    // The page must carry the token, on loopback as anywhere.
+    let app = console::router(
+        data.clone(),
+        console::OperatorAccess::new(Some(TOKEN), false),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -370,7 +373,8 @@ async fn a_turn_the_service_just_ran_shows_in_its_console() {
     }
     let graph = support::fake_graph::FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = support::config_for(&graph, dir.path());
+    let mut config = support::config_for(&graph, dir.path());
+    config.service.operator_token = Some(voxline::channel::whatsapp::Secret::new(TOKEN));
     let service = support::start(&config, support::FixedStt::new(" Where is my order 1842?")).await;
     graph.add_media(
         "media-order",
@@ -391,6 +395,7 @@ async fn a_turn_the_service_just_ran_shows_in_its_console() {
         .arg("tests/browser/console.mjs")
         .arg(format!("http://{}", service.addr()))
         .arg("wamid.CONSOLE1")
+        .env("CONSOLE_TOKEN", TOKEN)
         .env("CONSOLE_EXPECT_STAGES", "fetch,stt,dialog,tts,upload,send")
         .env("CONSOLE_SCREENSHOT", &screenshot);
     let (ok, printed) =

@@ -73,6 +73,8 @@ impl Running {
         let config = sandbox.service_config(base);
         assert_eq!(config.whatsapp.graph_url, sandbox.graph_url());
         assert!(config.whatsapp.mark_read);
+        // The page reads each turn's trace from the console, without a token.
+        assert!(config.service.console_open);
         assert_eq!(config.store.data_dir, dir.path());
         let service = Service::start_with_routes(&config, stt, sandbox.routes())
             .await

@@ -122,6 +122,8 @@ async fn sighup_reloads_the_budgets_of_the_running_binary() {
         cmd.env(k, v);
     }
     cmd.env("VOXLINE_ADDR", format!("127.0.0.1:{port}"));
+    // The console needs the token on loopback too.
+    cmd.env("VOXLINE_OPERATOR_TOKEN", "reload-test-token");
     let mut child = cmd.spawn().unwrap();
     let c = client();
     let turn_ms = || {
@@ -129,6 +131,7 @@ async fn sighup_reloads_the_budgets_of_the_running_binary() {
         async move {
             let v: serde_json::Value = c
                 .get(format!("http://127.0.0.1:{port}/console/api/budgets"))
+                .bearer_auth("reload-test-token")
                 .send()
                 .await
                 .ok()?

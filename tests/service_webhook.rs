@@ -445,7 +445,18 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
         Err(ChannelError::MediaTooLarge { limit: 1000 })
     ));
 
-    // A wrong token is a 401 from Meta: a dead letter, not a retry.
+    // The token goes to media URLs on allowed hosts only: this fake serves
+    // media over plain http, allowed for the tests by name.
+    let mut strict = config.whatsapp.clone();
+    strict.media_hosts = vec!["lookaside.fbsbx.com".into()];
+    let strict = GraphClient::new(&strict, &credentials).unwrap();
+    assert!(matches!(
+        strict.open_media("m-1").await,
+        Err(ChannelError::MediaHostRefused { .. })
+    ));
+
+    // A rejected token (190) pauses the client: the calls after it fail at
+    // once, without reaching Meta, until a new token is loaded.
     let mut wrong = credentials.clone();
     wrong.access_token = voxline::channel::whatsapp::Secret::new("expired-token");
     let unauthorised = GraphClient::new(&config.whatsapp, &wrong).unwrap();
@@ -454,16 +465,14 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            ChannelError::Rejected {
-                status: 401,
-                code: 190,
-                ..
-            }
-        ),
+        matches!(err, ChannelError::TokenRejected { .. }),
         "{err}"
     );
+    assert!(unauthorised.paused().is_some());
+    unauthorised.set_token(credentials.access_token.clone());
+    assert!(unauthorised.paused().is_none());
+    unauthorised.send_text("15550000030", "hi").await.unwrap();
+    assert_eq!(graph.sent().len(), 2);
 }
 
 #[tokio::test]

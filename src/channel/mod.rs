@@ -16,6 +16,28 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+/// A phone number as logs and operator listings show it: the first two and
+/// the last two digits, the rest starred (`34*******78`), so that a log
+/// line does not identify a customer while an operator can still tell two
+/// numbers apart.
+pub fn mask_number(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    if chars.len() <= 4 {
+        return "*".repeat(chars.len());
+    }
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < 2 || i + 2 >= chars.len() {
+                *c
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
 /// A customer's message as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
@@ -111,7 +133,15 @@ pub trait Channel: Send + Sync {
     async fn upload_voice(&self, ogg_opus: Bytes) -> Result<String, ChannelError>;
     /// Sends an uploaded voice note as a voice message.
     async fn send_voice(&self, to: &str, media_id: &str) -> Result<Sent, ChannelError>;
+    /// Marks a message read and shows the customer the typing indicator
+    /// (until the reply arrives, or 25 s). One try: a late receipt is
+    /// worthless, and the turn never waits for it.
     async fn mark_read(&self, message_id: &str) -> Result<(), ChannelError>;
+    /// Why sending is paused, when it is (the access token was rejected
+    /// and no new one has been loaded yet).
+    fn paused(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a channel call failed, classed by what the caller should do.
@@ -135,6 +165,13 @@ pub enum ChannelError {
     /// template may be sent. Not retried.
     #[error("outside the 24-hour customer service window (131047): {message}")]
     OutsideWindow { message: String },
+    /// 190: the access token is invalid or expired. Every call would fail
+    /// the same way until a new token is loaded, so sending pauses.
+    #[error("access token rejected (190): {message}")]
+    TokenRejected { message: String },
+    /// A media URL on a host the access token must not be sent to.
+    #[error("media URL on {host}, which is not an allowed media host (whatsapp.media_hosts)")]
+    MediaHostRefused { host: String },
     /// Any other 4xx: the request itself is wrong; retrying cannot help.
     #[error("rejected {status} (code {code}): {message}")]
     Rejected {
@@ -188,14 +225,14 @@ impl RetryPolicy {
         match error.disposition(self.pair_rate_wait) {
             Disposition::Retry => Some(self.backoff(attempt)),
             Disposition::Wait(d) => Some(d),
-            Disposition::GiveUp | Disposition::DeadLetter => None,
+            Disposition::Pause | Disposition::GiveUp | Disposition::DeadLetter => None,
         }
     }
 }
 
 /// A random number below `n` from the standard library's random hash keys:
 /// good enough for jitter, without another dependency.
-fn random_below(n: u64) -> u64 {
+pub(crate) fn random_below(n: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -213,6 +250,9 @@ pub enum Disposition {
     Retry,
     /// Try again after this long.
     Wait(Duration),
+    /// Do not retry now: nothing will work until the operator acts (a new
+    /// access token). The work waits, it is not given up.
+    Pause,
     /// Do not retry; record the reason on the turn.
     GiveUp,
     /// Do not retry; the request is wrong: keep it as a dead letter.
@@ -230,7 +270,10 @@ impl ChannelError {
             | Self::MediaCut { .. }
             | Self::MediaChecksum => Disposition::Retry,
             Self::PairRateLimited { .. } => Disposition::Wait(pair_rate_wait),
-            Self::OutsideWindow { .. } | Self::MediaTooLarge { .. } => Disposition::GiveUp,
+            Self::TokenRejected { .. } => Disposition::Pause,
+            Self::OutsideWindow { .. }
+            | Self::MediaTooLarge { .. }
+            | Self::MediaHostRefused { .. } => Disposition::GiveUp,
             Self::Rejected { .. } | Self::Unexpected(_) => Disposition::DeadLetter,
         }
     }

@@ -513,7 +513,7 @@
     } catch (e) {
       if (e instanceof HttpError && e.status === 401) {
         alertBox('This console needs the operator token: open /console?token=<operator token>.');
-      } else if (e instanceof HttpError && e.status === 404) {
+      } else if (e instanceof HttpError && e.status === 403) {
         alertBox(e.message);
       } else {
         alertBox(`Cannot reach the service (${e.message}); retrying every second.`);

@@ -14,16 +14,17 @@
 //! - `GET /console/api/handoffs`: the conversations waiting for a person.
 //!
 //! What it reads comes through [`ConsoleData`], so the console knows
-//! nothing of the store or the sessions. When the service listens on an
-//! address other than loopback every console route needs the operator
-//! token (see [`router`]).
+//! nothing of the store or the sessions. Every console route needs the
+//! operator token, whatever address the service listens on, unless
+//! `[service] console_open = true` ([`access`], [`router`]).
 
+pub mod access;
 pub mod stats;
 
 use std::sync::{Arc, LazyLock};
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -31,11 +32,11 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::dialog::session::Session;
 use crate::pipeline::budget::{Budgets, ReloadStatus};
 use crate::pipeline::trace::TurnTrace;
+pub use access::OperatorAccess;
 
 /// What the console shows, supplied by the service.
 #[async_trait::async_trait]
@@ -75,40 +76,24 @@ const TURNS_MAX: usize = 500;
 const STATS_DEFAULT: usize = 200;
 const STATS_MAX: usize = 2000;
 
-/// What the 404 says when the console is off for want of a token.
-pub const NO_TOKEN_MESSAGE: &str =
-    "The operator console is off: the service listens on an address \
-other than loopback and no operator token is configured. Set [service] operator_token \
-(VOXLINE_OPERATOR_TOKEN) and open /console?token=<token>.\n";
-
 #[derive(Clone)]
 struct Console {
     data: Arc<dyn ConsoleData>,
 }
 
-/// Who may see the console.
-#[derive(Clone)]
-enum Access {
-    /// Loopback: anyone who can reach the port is on this machine.
-    Open,
-    /// Non-loopback without a token: the console does not exist.
-    Off,
-    Token(Arc<str>),
-}
-
-/// The console's routes. `token` is the operator token; `require_token` is
-/// true when the service is bound to an address other than loopback. Then
-/// every route needs `Authorization: Bearer <token>` (the page also takes
-/// `?token=`, which its script then sends as that header), compared in
-/// constant time, and without a configured token every route answers 404
-/// with [`NO_TOKEN_MESSAGE`]. On loopback the console is open.
-pub fn router(data: Arc<dyn ConsoleData>, token: Option<String>, require_token: bool) -> Router {
-    let token = token.filter(|t| !t.is_empty());
-    let access = match (require_token, token) {
-        (false, _) => Access::Open,
-        (true, None) => Access::Off,
-        (true, Some(t)) => Access::Token(Arc::from(t)),
-    };
+/// The console's routes, behind `access` ([`OperatorAccess::new`] from
+/// `[service] operator_token` and `console_open`). With a token every route
+/// needs `Authorization: Bearer <token>`, compared in constant time; the
+/// page also takes `?token=`, which its script then sends as that header.
+/// Without a token and not open every route answers 403 with
+/// [`access::CLOSED_MESSAGE`].
+pub fn router(data: Arc<dyn ConsoleData>, access: OperatorAccess) -> Router {
+    if matches!(access, OperatorAccess::Closed) {
+        tracing::info!(
+            "the operator console and API are closed: set [service] operator_token, \
+             or console_open = true"
+        );
+    }
     Router::new()
         .route("/console", get(page))
         .route("/console/api/turns", get(turns))
@@ -122,41 +107,17 @@ pub fn router(data: Arc<dyn ConsoleData>, token: Option<String>, require_token: 
         .route_layer(middleware::map_response(no_store))
 }
 
-async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {
-    match &access {
-        Access::Open => next.run(req).await,
-        Access::Off => (StatusCode::NOT_FOUND, NO_TOKEN_MESSAGE).into_response(),
-        Access::Token(token) => {
-            let from_header = bearer(req.headers());
-            // Only the page takes the token from its URL; the API calls send
-            // the header, so the token stays out of request logs after the
-            // first load.
-            let from_query = (req.uri().path() == "/console")
-                .then(|| query_token(req.uri()))
-                .flatten();
-            let given = from_header.or(from_query).unwrap_or_default();
-            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                next.run(req).await
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"voxline console\"")],
-                    "The operator console needs the operator token: \
-                     Authorization: Bearer <token>, or open /console?token=<token>.\n",
-                )
-                    .into_response()
-            }
-        }
+async fn guard(State(access): State<OperatorAccess>, req: Request, next: Next) -> Response {
+    // Only the page takes the token from its URL; the API calls send the
+    // header, so the token stays out of request logs after the first load.
+    let from_query = (req.uri().path() == "/console")
+        .then(|| query_token(req.uri()))
+        .flatten();
+    let given = access::bearer(req.headers()).or(from_query.as_deref());
+    match access.admit(given) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused.into_response(),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
 }
 
 fn query_token(uri: &Uri) -> Option<String> {

@@ -91,6 +91,15 @@ fn data(turns: usize) -> Arc<Fixed> {
     })
 }
 
+fn token(t: &str) -> OperatorAccess {
+    OperatorAccess::new(Some(t), false)
+}
+
+fn open() -> OperatorAccess {
+    OperatorAccess::new(None, true)
+}
+
+/// Every test serves on 127.0.0.1: loopback is no reason to let anyone in.
 async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -107,8 +116,8 @@ const ROUTES: [&str; 5] = [
 ];
 
 #[tokio::test]
-async fn off_loopback_every_route_needs_the_token() {
-    let base = serve(router(data(3), Some("op-token".into()), true)).await;
+async fn with_a_token_every_route_needs_it_on_loopback_too() {
+    let base = serve(router(data(3), token("op-token"))).await;
     let client = reqwest::Client::new();
     for route in ROUTES {
         let url = format!("{base}{route}");
@@ -154,21 +163,30 @@ async fn off_loopback_every_route_needs_the_token() {
 }
 
 #[tokio::test]
-async fn off_loopback_without_a_token_the_console_is_not_there() {
-    for token in [None, Some(String::new())] {
-        let base = serve(router(data(1), token, true)).await;
+async fn without_a_token_the_console_is_closed_and_says_how_to_open_it() {
+    for configured in [None, Some("")] {
+        let base = serve(router(data(1), OperatorAccess::new(configured, false))).await;
         for route in ROUTES {
-            let r = reqwest::get(format!("{base}{route}")).await.unwrap();
-            assert_eq!(r.status(), 404, "{route}");
+            let r = reqwest::Client::new()
+                .get(format!("{base}{route}?token=guess"))
+                .bearer_auth("guess")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{route}");
+            assert_eq!(r.headers()["cache-control"], "no-store");
             let body = r.text().await.unwrap();
-            assert!(body.contains("no operator token is configured"), "{body}");
+            assert!(
+                body.contains("[service] operator_token") && body.contains("console_open = true"),
+                "{body}"
+            );
         }
     }
 }
 
 #[tokio::test]
-async fn on_loopback_the_console_is_open() {
-    let base = serve(router(data(1), Some("op-token".into()), false)).await;
+async fn console_open_lets_anyone_in() {
+    let base = serve(router(data(1), OperatorAccess::new(Some("op-token"), true))).await;
     for route in ROUTES {
         let r = reqwest::get(format!("{base}{route}")).await.unwrap();
         assert_eq!(r.status(), 200, "{route}");
@@ -177,7 +195,7 @@ async fn on_loopback_the_console_is_open() {
 
 #[tokio::test]
 async fn the_page_inlines_its_script_under_a_strict_policy() {
-    let base = serve(router(data(1), None, false)).await;
+    let base = serve(router(data(1), open())).await;
     let r = reqwest::get(format!("{base}/console")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
@@ -208,7 +226,7 @@ async fn the_page_inlines_its_script_under_a_strict_policy() {
 #[tokio::test]
 async fn turns_are_newest_first_and_limited() {
     let d = data(80);
-    let base = serve(router(d.clone(), None, false)).await;
+    let base = serve(router(d.clone(), open())).await;
     let turns: Vec<TurnTrace> = reqwest::get(format!("{base}/console/api/turns?limit=3"))
         .await
         .unwrap()
@@ -242,7 +260,7 @@ async fn turns_are_newest_first_and_limited() {
 #[tokio::test]
 async fn stats_budgets_and_handoffs_have_their_shapes() {
     let d = data(10);
-    let base = serve(router(d.clone(), None, false)).await;
+    let base = serve(router(d.clone(), open())).await;
     let get = |path: &'static str| {
         let url = format!("{base}{path}");
         async move {
@@ -312,7 +330,7 @@ async fn a_failing_source_is_a_500_with_the_reason() {
         handoffs: Err("sessions database is locked".into()),
         asked: Mutex::default(),
     });
-    let base = serve(router(d, None, false)).await;
+    let base = serve(router(d, open())).await;
     let r = reqwest::get(format!("{base}/console/api/handoffs"))
         .await
         .unwrap();
@@ -342,7 +360,7 @@ fn a_session_with_a_person_becomes_a_row_in_ms() {
 #[tokio::test]
 async fn merged_into_the_service_it_guards_only_its_own_routes() {
     let service = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-    let app = service.merge(router(data(1), Some("op-token".into()), true));
+    let app = service.merge(router(data(1), token("op-token")));
     let base = serve(app).await;
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.status(), 200);

@@ -1,61 +1,40 @@
 //! The operators' HTTP endpoints for hand-offs, for the service to mount:
 //! `GET /operator/handoffs` lists the conversations waiting for a person
 //! (history, slots, reason) and `POST /operator/handoffs/{number}/release`
-//! gives a number back to the bot. Both need `Authorization: Bearer
-//! <operator token>`, compared in constant time; without a configured token
-//! the endpoints answer 404, so they are off by default.
-
-use std::sync::Arc;
+//! gives a number back to the bot. Both follow the console's
+//! [`OperatorAccess`]: `Authorization: Bearer <operator token>` on every
+//! address, compared in constant time; without a configured token they
+//! answer 403, unless `[service] console_open = true` opens them.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use subtle::ConstantTimeEq;
 
 use super::session::SessionStore;
+use crate::console::access::{self, OperatorAccess};
 
 #[derive(Clone)]
 struct Operator {
     sessions: SessionStore,
-    token: Option<Arc<str>>,
 }
 
-impl Operator {
-    fn check(&self, headers: &HeaderMap) -> Result<(), StatusCode> {
-        let Some(token) = &self.token else {
-            return Err(StatusCode::NOT_FOUND);
-        };
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            Ok(())
-        } else {
-            Err(StatusCode::UNAUTHORIZED)
-        }
-    }
-}
-
-/// The hand-off routes; `token` is the operator token (none: disabled).
-pub fn router(sessions: SessionStore, token: Option<String>) -> Router {
-    let state = Operator {
-        sessions,
-        token: token.filter(|t| !t.is_empty()).map(Arc::from),
-    };
+/// The hand-off routes, behind `access`.
+pub fn router(sessions: SessionStore, access: OperatorAccess) -> Router {
     Router::new()
         .route("/operator/handoffs", get(list))
         .route("/operator/handoffs/{number}/release", post(release))
-        .with_state(state)
+        .with_state(Operator { sessions })
+        // route_layer: merged into the service, it guards only these routes.
+        .route_layer(middleware::from_fn_with_state(
+            access,
+            access::require_bearer,
+        ))
 }
 
-async fn list(State(op): State<Operator>, headers: HeaderMap) -> Response {
-    if let Err(code) = op.check(&headers) {
-        return code.into_response();
-    }
+async fn list(State(op): State<Operator>) -> Response {
     match op.sessions.handoffs() {
         Ok(waiting) => Json(waiting).into_response(),
         Err(e) => {
@@ -65,14 +44,7 @@ async fn list(State(op): State<Operator>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn release(
-    State(op): State<Operator>,
-    headers: HeaderMap,
-    Path(number): Path<String>,
-) -> Response {
-    if let Err(code) = op.check(&headers) {
-        return code.into_response();
-    }
+async fn release(State(op): State<Operator>, Path(number): Path<String>) -> Response {
     match op.sessions.release(&number) {
         Ok(true) => Json(serde_json::json!({ "released": number })).into_response(),
         Ok(false) => StatusCode::NOT_FOUND.into_response(),
@@ -99,7 +71,10 @@ mod tests {
         sessions.save(&s).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(sessions.clone(), Some("op-token".into()));
+        let app = router(
+            sessions.clone(),
+            OperatorAccess::new(Some("op-token"), false),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = reqwest::Client::new();
         let r = client
@@ -142,12 +117,41 @@ mod tests {
         assert!(sessions.handoffs().unwrap().is_empty());
     }
 
+    async fn serve(access: OperatorAccess) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(SessionStore::in_memory().unwrap(), access);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
     #[tokio::test]
-    async fn without_a_token_the_endpoints_do_not_exist() {
-        let op = Operator {
-            sessions: SessionStore::in_memory().unwrap(),
-            token: None,
-        };
-        assert_eq!(op.check(&HeaderMap::new()), Err(StatusCode::NOT_FOUND));
+    async fn without_a_token_the_endpoints_are_closed_on_loopback_too() {
+        let base = serve(OperatorAccess::new(None, false)).await;
+        let client = reqwest::Client::new();
+        for r in [
+            client.get(format!("{base}/operator/handoffs")),
+            client.post(format!("{base}/operator/handoffs/15550001842/release")),
+            client
+                .get(format!("{base}/operator/handoffs"))
+                .bearer_auth("anything"),
+        ] {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 403);
+            let body = r.text().await.unwrap();
+            assert!(
+                body.contains("operator_token") && body.contains("console_open = true"),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn console_open_opens_them() {
+        let base = serve(OperatorAccess::new(None, true)).await;
+        let r = reqwest::get(format!("{base}/operator/handoffs"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
     }
 }

@@ -414,36 +414,11 @@ pub async fn watch(
     poll: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
-    let mut seen = stamp(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut changes = changes(path.clone(), poll);
     loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
         let why = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = hangup => "SIGHUP",
-            _ = tokio::time::sleep(poll) => {
-                let now = stamp(&path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "file changed"
-            }
+            why = changes.next() => why,
         };
         let reloaded = handle.reload_from(&path);
         crate::metrics::global().reload(reloaded.is_ok());
@@ -455,6 +430,60 @@ pub async fn watch(
                 error = %e,
                 "budgets not reloaded; the old ones stay in force"
             ),
+        }
+    }
+}
+
+/// The moments a config file should be read again: SIGHUP, or its
+/// modification time or length changed (polled every `poll`).
+pub struct Changes {
+    path: PathBuf,
+    poll: Duration,
+    seen: Option<(SystemTime, u64)>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+pub fn changes(path: PathBuf, poll: Duration) -> Changes {
+    Changes {
+        seen: stamp(&path),
+        path,
+        poll,
+        #[cfg(unix)]
+        hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+    }
+}
+
+fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Changes {
+    /// Waits for the next change; says why.
+    pub async fn next(&mut self) -> &'static str {
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match self.hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => return "SIGHUP",
+                _ = tokio::time::sleep(self.poll) => {
+                    let now = stamp(&self.path);
+                    if now != self.seen {
+                        self.seen = now;
+                        return "file changed";
+                    }
+                }
+            }
         }
     }
 }

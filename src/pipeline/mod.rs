@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod dialog;
 pub mod fetch;
+pub mod outbox;
 pub mod reply;
 pub mod trace;
 pub mod turn;

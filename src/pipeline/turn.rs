@@ -45,14 +45,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::budget::{Action, BudgetHandle, BudgetStage, Budgets};
-use super::fetch::fetch_note;
+use super::fetch::{fetch_note, FetchError};
+use super::outbox::{self, Next, OutboxConfig};
 use super::reply::{Notice, Prepared, ReplyMeta, Respond, Said};
 use super::trace::{SpanOutcome, Stage, Trace, TurnEnd, TurnTrace};
 use super::voice::{self, NoVoice};
 use crate::channel::{Channel, ChannelError, Content, Disposition, InboundMessage, RetryPolicy};
 use crate::encode::EncodeConfig;
 use crate::media::{MediaConfig, SpeechOutcome};
-use crate::store::{Progress, Queue, StoreError, Traces, TurnState};
+use crate::store::{Progress, Queue, StoreError, Traces, Turn, TurnState};
 use crate::stt::heard::{self, HearingConfig};
 use crate::stt::{Prior, PriorSource, SpeechToText, SttError, TranscribeOptions};
 use crate::tts::{Language, TextToSpeech};
@@ -85,6 +86,8 @@ pub struct TurnContext {
     pub languages: Vec<String>,
     /// When a transcript is too unsure to act on (`[stt.hearing]`).
     pub hearing: HearingConfig,
+    /// How turns that could not finish are tried again (`[outbox]`).
+    pub outbox: OutboxConfig,
 }
 
 /// When and how fast the webhook that brought a message was acknowledged:
@@ -106,6 +109,11 @@ pub enum TurnOutcome {
     Silent,
     /// Nothing to do: the turn was already finished.
     AlreadyFinished(TurnState),
+    /// Stopped by a failure that passes; due again at `retry_at_ms`.
+    Deferred {
+        reason: String,
+        retry_at_ms: i64,
+    },
     Failed {
         reason: String,
         dead_letter: bool,
@@ -144,7 +152,7 @@ pub async fn run_turn(
     let span = tracing::info_span!(
         "turn",
         wamid = %turn.message.id,
-        from = %turn.message.from,
+        from = %crate::channel::mask_number(&turn.message.from),
         kind = turn.message.content.kind()
     );
     async move {
@@ -162,16 +170,27 @@ pub async fn run_turn(
             trace.record(Stage::Queue, zero + a.ack, now);
         }
         let mut notes = Notes::default();
-        if ctx.mark_read && turn.state == TurnState::Received {
-            if let Err(e) = ctx.channel.mark_read(&message.id).await {
-                tracing::warn!(error = %e, "could not mark the message read");
-            }
-        }
-        let hold = Hold::arm(ctx, &budgets, zero, &message.from);
+        let typing = (ctx.mark_read && turn.state != TurnState::Transcribed)
+            .then(|| Typing::start(ctx.channel.clone(), message.id.clone()));
+        // The holding message is for a customer waiting on a fresh turn; a
+        // turn resumed after a restart or retried from the outbox has
+        // either its answer ready or nothing new to say.
+        let hold = if arrival.is_some() && turn.attempts == 0 {
+            Hold::arm(ctx, &budgets, zero, &message.from)
+        } else {
+            Hold::disarmed()
+        };
         let composed = match (turn.state, &turn.reply_text) {
             (TurnState::Transcribed, Some(text)) => {
                 hold.set_known(text.trim().is_empty(), None);
-                resume(ctx, message, text, &budgets, &mut trace, &mut notes).await
+                match &turn.reply_voice {
+                    Some(voice) if !text.trim().is_empty() => Composed {
+                        text: text.clone(),
+                        voice: Some(voice.clone()),
+                        silent: false,
+                    },
+                    _ => resume(ctx, message, text, &budgets, &mut trace, &mut notes).await,
+                }
             }
             _ => {
                 if matches!(message.content, Content::Audio { .. }) {
@@ -190,6 +209,14 @@ pub async fn run_turn(
                     understand(ctx, message, language_rx, &budgets, &mut trace, &mut notes),
                     preparing
                 );
+                let said = match said {
+                    Ok(said) => said,
+                    Err(later) => {
+                        drop(typing);
+                        hold.disarm(&mut trace).await;
+                        return defer(ctx, &turn, later, None).await;
+                    }
+                };
                 let composed = compose(
                     ctx, message, &said, prepared, &budgets, &mut trace, &mut notes,
                 )
@@ -230,6 +257,8 @@ pub async fn run_turn(
             voice_id = upload(ctx, ogg, &budgets, &mut trace, &mut notes).await;
         }
         hold.disarm(&mut trace).await;
+        // The reply itself dismisses the typing indicator.
+        drop(typing);
         let sent = send(
             ctx,
             &message.from,
@@ -248,10 +277,16 @@ pub async fn run_turn(
                 }
             }
             Err(e) => {
-                let dead_letter = matches!(
-                    e.disposition(ctx.fetch_retry.pair_rate_wait),
-                    Disposition::DeadLetter
-                );
+                let disposition = e.disposition(ctx.fetch_retry.pair_rate_wait);
+                if let Some(hold) = passing(disposition, outbox::Hold::Send) {
+                    tracing::warn!(error = %e, "reply not delivered; it waits in the outbox");
+                    let later = Later {
+                        hold,
+                        reason: format!("send failed: {e}"),
+                    };
+                    return defer(ctx, &turn, later, composed.voice.as_deref()).await;
+                }
+                let dead_letter = matches!(disposition, Disposition::DeadLetter);
                 let reason = format!("send failed: {e}");
                 ctx.queue
                     .advance(
@@ -291,7 +326,128 @@ pub async fn run_turn(
     .await
 }
 
-fn unix_ms() -> i64 {
+/// Why a turn stops for now, to be tried again from the outbox.
+#[derive(Debug)]
+struct Later {
+    hold: outbox::Hold,
+    reason: String,
+}
+
+/// Whether an error of `disposition` passes: the hold it puts the turn on,
+/// or `None` when it is final.
+fn passing(disposition: Disposition, hold: outbox::Hold) -> Option<outbox::Hold> {
+    match disposition {
+        Disposition::Retry | Disposition::Wait(_) => Some(hold),
+        Disposition::Pause => Some(outbox::Hold::Paused),
+        Disposition::GiveUp | Disposition::DeadLetter => None,
+    }
+}
+
+/// Puts the turn back in the store to be tried again, or fails it when the
+/// customer service window has closed. `voice` is the reply's voice note,
+/// kept for the retry.
+async fn defer(
+    ctx: &TurnContext,
+    turn: &Turn,
+    later: Later,
+    voice: Option<&[u8]>,
+) -> Result<TurnOutcome, StoreError> {
+    let now = unix_ms();
+    let heard = ctx
+        .queue
+        .last_heard(&turn.message.from)
+        .await?
+        .unwrap_or(turn.received_at_ms)
+        .max(turn.received_at_ms);
+    crate::metrics::global().deferred(later.hold.name());
+    match ctx.outbox.next(later.hold, turn.attempts + 1, now, heard) {
+        Next::RetryAt(retry_at_ms) => {
+            tracing::info!(
+                attempt = turn.attempts + 1,
+                in_ms = retry_at_ms - now,
+                reason = %later.reason,
+                "turn deferred"
+            );
+            ctx.queue
+                .advance(
+                    &turn.message.id,
+                    Progress::Deferred {
+                        reason: &later.reason,
+                        retry_at_ms,
+                        voice,
+                    },
+                )
+                .await?;
+            Ok(TurnOutcome::Deferred {
+                reason: later.reason,
+                retry_at_ms,
+            })
+        }
+        Next::WindowClosed => {
+            let reason = format!(
+                "the customer service window closed while the turn waited ({})",
+                later.reason
+            );
+            tracing::warn!(%reason, "turn failed");
+            ctx.queue
+                .advance(
+                    &turn.message.id,
+                    Progress::Failed {
+                        reason: &reason,
+                        dead_letter: false,
+                    },
+                )
+                .await?;
+            Ok(TurnOutcome::Failed {
+                reason,
+                dead_letter: false,
+            })
+        }
+    }
+}
+
+/// The read receipt with WhatsApp's typing indicator, beside the turn: sent
+/// when the turn starts and again every 20 s (the indicator lasts 25 s)
+/// until the reply goes out. Each is one try within
+/// `[whatsapp] read_receipt_timeout_ms`; the turn never waits for it.
+struct Typing {
+    stop: CancellationToken,
+}
+
+impl Typing {
+    const REFRESH: Duration = Duration::from_secs(20);
+
+    fn start(channel: Arc<dyn Channel>, message_id: String) -> Self {
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::select! {
+                        r = channel.mark_read(&message_id) => if let Err(e) = r {
+                            tracing::debug!(error = %e, "read receipt not sent");
+                        },
+                        () = done.cancelled() => return,
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Self::REFRESH) => {}
+                        () = done.cancelled() => return,
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Self { stop }
+    }
+}
+
+impl Drop for Typing {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -428,6 +584,15 @@ impl Hold {
         }
     }
 
+    /// A hold that never sends anything.
+    fn disarmed() -> Self {
+        Self {
+            task: None,
+            stop: CancellationToken::new(),
+            known: tokio::sync::watch::channel(None).0,
+        }
+    }
+
     /// What the holding message waits for: whether the customer may be
     /// written to, and in which language.
     fn set_known(&self, quiet: bool, language: Option<String>) {
@@ -517,14 +682,14 @@ async fn understand(
     budgets: &Budgets,
     trace: &mut Trace,
     notes: &mut Notes,
-) -> Said {
-    match &message.content {
+) -> Result<Said, Later> {
+    Ok(match &message.content {
         Content::Audio { media_id, .. } => {
             let heard = Hearing {
                 from: &message.from,
                 conversation,
             };
-            hear(ctx, media_id, heard, budgets, trace, notes).await
+            hear(ctx, media_id, heard, budgets, trace, notes).await?
         }
         Content::Text { body } => Said::Text(body.clone()),
         Content::Choice { id, title } => Said::Choice {
@@ -532,7 +697,7 @@ async fn understand(
             title: title.clone(),
         },
         Content::Unsupported { kind } => Said::Unsupported { kind: kind.clone() },
-    }
+    })
 }
 
 /// Who sent a note, and the conversation's language once the session has
@@ -570,7 +735,7 @@ async fn hear(
     budgets: &Budgets,
     trace: &mut Trace,
     notes: &mut Notes,
-) -> Said {
+) -> Result<Said, Later> {
     let fetch = budgets.get(BudgetStage::Fetch);
     let decode = budgets.get(BudgetStage::Decode);
     let attempts = match fetch.action {
@@ -600,7 +765,13 @@ async fn hear(
                 break;
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "voice note unplayable");
+                let passes = match &e {
+                    FetchError::Channel(c) => passing(
+                        c.disposition(ctx.fetch_retry.pair_rate_wait),
+                        outbox::Hold::Fetch,
+                    ),
+                    FetchError::Media(_) => None,
+                };
                 trace.record_full(
                     Stage::Fetch,
                     started,
@@ -610,9 +781,19 @@ async fn hear(
                         reason: e.to_string(),
                     },
                 );
-                return Said::Unplayable {
+                if let Some(hold) = passes {
+                    // Not the note's fault: it is fetched again later, from
+                    // its media id.
+                    tracing::warn!(error = %e, "voice note not fetched; the turn waits in the outbox");
+                    return Err(Later {
+                        hold,
+                        reason: format!("fetch failed: {e}"),
+                    });
+                }
+                tracing::warn!(error = %e, "voice note unplayable");
+                return Ok(Said::Unplayable {
                     reason: e.to_string(),
-                };
+                });
             }
             Err(_) => {
                 // Over budget: the download's if it had not finished, else
@@ -643,21 +824,21 @@ async fn hear(
                     notes
                         .degraded
                         .push(format!("{} over budget", budget.name()));
-                    return Said::Unplayable {
+                    return Ok(Said::Unplayable {
                         reason: format!("{} over budget", budget.name()),
-                    };
+                    });
                 }
             }
         }
     }
     let Some(note) = note else {
-        return Said::Unplayable {
+        return Ok(Said::Unplayable {
             reason: "no attempt left".into(),
-        };
+        });
     };
     notes.audio_ms = Some(note.source_ms as f64);
     if note.outcome == SpeechOutcome::NoSpeech {
-        return Said::Silence;
+        return Ok(Said::Silence);
     }
     let stt = budgets.get(BudgetStage::Stt);
     let stt_budget = stt.for_audio(note.source_ms);
@@ -702,7 +883,7 @@ async fn hear(
             .as_ref()
             .map(|r| format!("{} by {}: {}", r.language, r.model, r.reason));
     }
-    match heard {
+    Ok(match heard {
         Ok(t) => match heard::judge(&t, &ctx.hearing) {
             Err(why) => {
                 tracing::info!(
@@ -738,7 +919,7 @@ async fn hear(
         Err(e) => Said::Unplayable {
             reason: e.to_string(),
         },
-    }
+    })
 }
 
 /// Marks the last span of `stage` as over `budget` with `action`.
@@ -1075,26 +1256,31 @@ async fn send(
     Err(last.unwrap_or(ChannelError::Timeout(budget.duration())))
 }
 
-/// Records that the channel accepted the reply. A failed write is tried
-/// again here rather than by re-running the turn, which would send again.
+/// Records that the channel accepted the reply. The reply went out: a
+/// failed write is tried again here, as a write, until the store takes it;
+/// re-running the turn would send again. Only the end of the process (the
+/// documented crash window) stops it.
 async fn record_accepted(
     queue: &dyn Queue,
     message_id: &str,
     reply_id: &str,
 ) -> Result<(), StoreError> {
-    let mut attempt: u64 = 1;
+    let mut attempt: u32 = 1;
     loop {
         match queue
             .advance(message_id, Progress::ReplyAccepted { reply_id })
             .await
         {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < 5 => {
-                tracing::error!(error = %e, attempt, "could not record the accepted reply; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                attempt += 1;
+            // Gone from the store (erased meanwhile): nothing to record.
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, attempt, "could not record the accepted reply; retrying the write");
+                let wait =
+                    Duration::from_millis(50u64 << attempt.min(7)).min(Duration::from_secs(5));
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
             }
-            Err(e) => return Err(e),
         }
     }
 }

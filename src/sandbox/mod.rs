@@ -297,17 +297,26 @@ impl Sandbox {
     /// and the Graph API URL are the sandbox's (whatever the file or the
     /// environment said, so sandbox traffic never reaches Meta); the store
     /// moves to [`DEFAULT_DATA_DIR`] when it was left at its default, so
-    /// sandbox conversations do not mix with production's. Everything else
-    /// (the listen address, `mark_read`, the dialog, TTS) stays as
-    /// configured; the defaults are the embedded shop and local espeak-ng.
+    /// sandbox conversations do not mix with production's. The console is
+    /// opened (`[service] console_open`): the chat page reads each turn's
+    /// trace from it without a token, and the sandbox's own routes have no
+    /// authentication either. Everything else (the listen address,
+    /// `mark_read`, the dialog, TTS) stays as configured; the defaults are
+    /// the embedded shop and local espeak-ng.
     pub fn service_config(&self, base: Config) -> Config {
         let mut config = base;
+        config.service.console_open = true;
         let c = &self.shared.credentials;
         config.whatsapp.access_token = Some(c.access_token.clone());
         config.whatsapp.app_secret = Some(c.app_secret.clone());
         config.whatsapp.verify_token = Some(c.verify_token.clone());
         config.whatsapp.phone_number_id = Some(c.phone_number_id.clone());
         config.whatsapp.graph_url = self.graph_url();
+        // The stand-in serves media over plain http on loopback.
+        config
+            .whatsapp
+            .media_hosts
+            .push(self.shared.base_url.trim_end_matches('/').to_string());
         if config.store.data_dir == crate::store::StoreConfig::default().data_dir {
             config.store.data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         }

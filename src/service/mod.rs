@@ -68,10 +68,15 @@ pub struct ServiceConfig {
     /// to say it again or type it.
     #[serde(deserialize_with = "languages")]
     pub languages: Vec<String>,
-    /// Bearer token for the operators' hand-off endpoints
-    /// (`GET /operator/handoffs`, `POST /operator/handoffs/{number}/release`).
-    /// `VOXLINE_OPERATOR_TOKEN`. Default none: the endpoints answer 404.
+    /// Bearer token for the operator console (`/console`) and the
+    /// operators' hand-off endpoints (`GET /operator/handoffs`,
+    /// `POST /operator/handoffs/{number}/release`), needed on every
+    /// address, loopback included. `VOXLINE_OPERATOR_TOKEN`. Default none:
+    /// they answer 403 unless `console_open`.
     pub operator_token: Option<Secret>,
+    /// Opens the console and the hand-off endpoints to anyone who reaches
+    /// the address, without the token. Default false; the sandbox sets it.
+    pub console_open: bool,
 }
 
 /// `[service] reply`.
@@ -124,6 +129,7 @@ impl Default for ServiceConfig {
             shutdown_grace_ms: 20_000,
             reply: ReplyProvider::Dialog,
             operator_token: None,
+            console_open: false,
         }
     }
 }
@@ -159,6 +165,7 @@ pub struct Service {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     budgets: BudgetHandle,
+    graph: Arc<GraphClient>,
 }
 
 #[derive(Clone)]
@@ -183,7 +190,16 @@ impl Service {
     ) -> Result<Self, ServeError> {
         let credentials = config.whatsapp.validate()?;
         let store = SqliteStore::open(&config.store)?;
-        let channel: Arc<dyn Channel> = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
+        config
+            .outbox
+            .validate()
+            .map_err(|e| ServeError::Server(std::io::Error::other(e)))?;
+        let graph = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
+        let channel: Arc<dyn Channel> = graph.clone();
+        let access = crate::console::OperatorAccess::new(
+            config.service.operator_token.as_ref().map(|t| t.expose()),
+            config.service.console_open,
+        );
         let mut operator = None;
         let mut sessions = None;
         let mut tts = None;
@@ -192,11 +208,10 @@ impl Service {
                 let stage = DialogStage::open(config.dialog())
                     .await
                     .map_err(|e| ServeError::Dialog(Box::new(e)))?;
-                let token = config.service.operator_token.as_ref();
                 sessions = Some(stage.sessions().clone());
                 operator = Some(crate::dialog::operator::router(
                     stage.sessions().clone(),
-                    token.map(|t| t.expose().to_string()),
+                    access.clone(),
                 ));
                 tts =
                     Some(Arc::new(crate::tts::from_config(&config.tts)?) as Arc<dyn TextToSpeech>);
@@ -236,6 +251,7 @@ impl Service {
             budgets: budgets.clone(),
             languages: config.service.languages.clone(),
             hearing: config.stt.hearing,
+            outbox: config.outbox,
         });
         let workers = Workers::new(ctx, config.service.workers);
 
@@ -289,12 +305,7 @@ impl Service {
                     budgets: budgets.clone(),
                     sessions,
                 }),
-                config
-                    .service
-                    .operator_token
-                    .as_ref()
-                    .map(|t| t.expose().to_string()),
-                !config.service.addr.ip().is_loopback(),
+                access,
             ))
             .merge(extra);
 
@@ -306,6 +317,7 @@ impl Service {
             .local_addr()
             .map_err(|source| ServeError::Listen { addr, source })?;
         let stop = CancellationToken::new();
+        tokio::spawn(count_outbox(store.clone(), stop.clone()));
         tokio::spawn(prune_traces(
             store.clone(),
             Duration::from_secs(config.store.trace_retention_hours.saturating_mul(3600)),
@@ -333,7 +345,41 @@ impl Service {
             stop,
             task,
             budgets,
+            graph,
         })
+    }
+
+    /// Loads a new access token (a config reload): a client paused by a
+    /// rejected token (190) resumes, and the turns waiting in the outbox go
+    /// out on their next try.
+    pub fn set_access_token(&self, token: crate::channel::whatsapp::Secret) {
+        self.graph.set_token(token);
+    }
+
+    /// Reloads the access token from `path` (and the environment) on SIGHUP
+    /// and when the file changes, until the service stops.
+    pub fn watch_access_token(&self, path: PathBuf) {
+        let (graph, stop) = (self.graph.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let mut reloads =
+                crate::pipeline::budget::changes(path.clone(), Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    why = reloads.next() => {
+                        let loaded = Config::from_file(&path).and_then(|mut c| {
+                            c.apply_env(|k| std::env::var(k).ok())?;
+                            Ok(c)
+                        });
+                        match loaded.map(|c| c.whatsapp.access_token) {
+                            Ok(Some(token)) => graph.set_token(token),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(why, error = %e, "access token not reloaded"),
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// The budgets in force.
@@ -443,6 +489,28 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// Counts the outbox for `/metrics` every few seconds, until `stop`.
+async fn count_outbox(store: SqliteStore, stop: CancellationToken) {
+    loop {
+        match store.waiting().await {
+            Ok(waiting) => {
+                let now = crate::pipeline::turn::unix_ms();
+                let oldest = waiting
+                    .iter()
+                    .map(|t| now.saturating_sub(t.received_at_ms).max(0) as u64 / 1000)
+                    .max()
+                    .unwrap_or(0);
+                crate::metrics::global().set_outbox(waiting.len(), oldest);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count the outbox"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 /// Deletes traces older than `keep`, hourly, until `stop`.
 async fn prune_traces(store: SqliteStore, keep: Duration, stop: CancellationToken) {
     loop {
@@ -476,7 +544,8 @@ pub async fn serve(
         .map_err(|e| ServeError::Server(std::io::Error::other(e)))??;
     let service = Service::start(&config, stt).await?;
     if let Some(path) = config_file {
-        service.watch_budgets(path);
+        service.watch_budgets(path.clone());
+        service.watch_access_token(path);
     }
     shutdown_signal().await;
     tracing::info!("shutdown requested");

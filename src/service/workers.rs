@@ -6,6 +6,16 @@
 //! `[service] workers` permits held for the length of a turn. A lane holds
 //! only ids: the messages themselves are in the store.
 //!
+//! A turn deferred to the outbox (the Graph API down, the token rejected)
+//! keeps its lane: the lane gives its worker permit back, waits until the
+//! turn is due (reading the store each second, so that `voxline outbox
+//! retry` or `drop` from another process takes effect), and tries again;
+//! the customer's later messages wait behind it, so answers keep their
+//! order.
+//!
+//! A turn that panics is failed with the panic's message and the lane goes
+//! on: one bad message blocks neither its customer nor the service.
+//!
 //! Draining (SIGTERM) stops lanes from starting turns, waits for the turns
 //! in flight up to a deadline, then drops what is left; an unfinished turn
 //! keeps its state in the store and resumes on the next start.
@@ -14,11 +24,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::pipeline::turn::{run_turn, Arrival, TurnContext};
+use crate::pipeline::turn::{run_turn, Arrival, TurnContext, TurnOutcome};
+use crate::store::Progress;
 
 /// Tries of a turn whose store write failed, before its lane moves on.
 const STORE_RETRIES: u32 = 3;
@@ -126,24 +138,37 @@ impl Inner {
             let Some((message_id, arrival)) = next else {
                 return;
             };
-            if self.draining.is_cancelled() {
-                return;
-            }
-            let permit = tokio::select! {
-                p = self.permits.acquire() => p,
-                () = self.draining.cancelled() => return,
-            };
-            let Ok(_permit) = permit else { return };
             let metrics = crate::metrics::global();
-            metrics.queue_depth().dec();
-            metrics.in_flight().inc();
-            let aborted = tokio::select! {
-                () = self.turn(&message_id, arrival) => false,
-                () = self.abort.cancelled() => true,
-            };
-            metrics.in_flight().dec();
-            if aborted {
-                return;
+            let mut arrival = arrival;
+            let mut first = true;
+            loop {
+                if self.draining.is_cancelled() {
+                    return;
+                }
+                let permit = tokio::select! {
+                    p = self.permits.acquire() => p,
+                    () = self.draining.cancelled() => return,
+                };
+                let Ok(permit) = permit else { return };
+                if first {
+                    metrics.queue_depth().dec();
+                    first = false;
+                }
+                metrics.in_flight().inc();
+                let done = tokio::select! {
+                    d = self.turn(&message_id, arrival) => Some(d),
+                    () = self.abort.cancelled() => None,
+                };
+                metrics.in_flight().dec();
+                drop(permit);
+                let Some(deferred) = done else { return };
+                let Some(retry_at_ms) = deferred else { break };
+                // A retried turn has no arrival: its customer was not kept
+                // waiting by this process.
+                arrival = None;
+                if !self.wait_until_due(&message_id, retry_at_ms).await {
+                    return;
+                }
             }
             let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(lane) = lanes.get_mut(&customer) {
@@ -152,14 +177,27 @@ impl Inner {
         }
     }
 
-    async fn turn(&self, message_id: &str, arrival: Option<Arrival>) {
+    /// Runs the turn; `Some(retry_at_ms)` when it was deferred.
+    async fn turn(&self, message_id: &str, arrival: Option<Arrival>) -> Option<i64> {
         for attempt in 1..=STORE_RETRIES {
             // A retry's wait is the turn's too: keep its zero.
-            match run_turn(&self.ctx, message_id, arrival).await {
-                Ok(_) => return,
-                Err(e) => {
+            let run = std::panic::AssertUnwindSafe(run_turn(&self.ctx, message_id, arrival));
+            match run.catch_unwind().await {
+                Ok(Ok(TurnOutcome::Deferred { retry_at_ms, .. })) => return Some(retry_at_ms),
+                Ok(Ok(_)) => return None,
+                Ok(Err(e)) => {
                     tracing::error!(wamid = message_id, attempt, error = %e, "turn stopped by a store error");
                     tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                }
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    drop(panic);
+                    self.fail_panicked(message_id, &what).await;
+                    return None;
                 }
             }
         }
@@ -167,5 +205,256 @@ impl Inner {
             wamid = message_id,
             "turn left unfinished; it resumes on the next start"
         );
+        None
+    }
+
+    /// Ends a turn that panicked as failed, with the panic's message.
+    async fn fail_panicked(&self, message_id: &str, what: &str) {
+        let reason = format!("the turn panicked: {what}");
+        tracing::error!(wamid = message_id, %reason, "turn failed");
+        crate::metrics::global().turn_panicked();
+        let failed = Progress::Failed {
+            reason: &reason,
+            dead_letter: true,
+        };
+        if let Err(e) = self.ctx.queue.advance(message_id, failed).await {
+            tracing::error!(wamid = message_id, error = %e, "could not record the panicked turn");
+        }
+    }
+
+    /// Waits until a deferred turn is due: `retry_at_ms`, or earlier when an
+    /// operator moved it. `false` when the service is draining (the turn
+    /// stays in the store for the next start). Returns `true` at once when
+    /// the turn was finished meanwhile (dropped by an operator): the lane
+    /// then finds it final and moves on.
+    async fn wait_until_due(&self, message_id: &str, mut retry_at_ms: i64) -> bool {
+        loop {
+            let now = crate::pipeline::turn::unix_ms();
+            if now >= retry_at_ms {
+                return true;
+            }
+            let nap = Duration::from_millis((retry_at_ms - now).clamp(1, 1000) as u64);
+            tokio::select! {
+                () = tokio::time::sleep(nap) => {}
+                () = self.draining.cancelled() => return false,
+            }
+            match self.ctx.queue.turn(message_id).await {
+                Ok(turn) if turn.state.is_final() => return true,
+                Ok(turn) => retry_at_ms = turn.retry_at_ms.unwrap_or(retry_at_ms),
+                Err(e) => {
+                    tracing::warn!(wamid = message_id, error = %e, "cannot read the deferred turn")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::channel::{Channel, ChannelError, Content, InboundMessage, MediaDownload, Sent};
+    use crate::pipeline::budget::{BudgetHandle, Budgets};
+    use crate::pipeline::reply::{Reply, Respond, Said};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Inbox, Queue, StoreConfig, StoreError, Traces, Turn, TurnState};
+
+    /// A channel that takes every text and remembers it.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Channel for Recorder {
+        async fn open_media(&self, _: &str) -> Result<MediaDownload, ChannelError> {
+            Err(ChannelError::Transport("no media here".into()))
+        }
+        async fn send_text(&self, _to: &str, text: &str) -> Result<Sent, ChannelError> {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push(text.to_string());
+            Ok(Sent {
+                message_id: format!("wamid.out{}", sent.len()),
+            })
+        }
+        async fn upload_voice(&self, _: Bytes) -> Result<String, ChannelError> {
+            Err(ChannelError::Transport("no uploads here".into()))
+        }
+        async fn send_voice(&self, _: &str, _: &str) -> Result<Sent, ChannelError> {
+            Err(ChannelError::Transport("no voice here".into()))
+        }
+        async fn mark_read(&self, _: &str) -> Result<(), ChannelError> {
+            Ok(())
+        }
+    }
+
+    /// Echoes texts, and panics on "boom", as a bug in a reply provider
+    /// would.
+    struct Brittle;
+
+    #[async_trait::async_trait]
+    impl Respond for Brittle {
+        async fn respond(&self, _: &InboundMessage, said: &Said) -> Reply {
+            match said {
+                Said::Text(body) if body == "boom" => panic!("a bug met {body:?}"),
+                Said::Text(body) => Reply::text(format!("echo {body}")),
+                _ => Reply::text("?"),
+            }
+        }
+    }
+
+    /// Texts only here.
+    struct NoStt;
+
+    impl crate::stt::SpeechToText for NoStt {
+        fn transcribe(
+            &self,
+            _: &[f32],
+            _: &crate::stt::TranscribeOptions,
+        ) -> Result<crate::stt::Transcript, crate::stt::SttError> {
+            Err(crate::stt::SttError::Aborted)
+        }
+        fn name(&self) -> &str {
+            "none"
+        }
+    }
+
+    /// The store, except that the first `failures` `replied` writes fail.
+    struct FlakyReplied {
+        store: SqliteStore,
+        failures: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for FlakyReplied {
+        async fn unfinished(&self) -> Result<Vec<Turn>, StoreError> {
+            self.store.unfinished().await
+        }
+        async fn turn(&self, id: &str) -> Result<Turn, StoreError> {
+            self.store.turn(id).await
+        }
+        async fn advance(&self, id: &str, progress: Progress<'_>) -> Result<(), StoreError> {
+            if matches!(progress, Progress::ReplyAccepted { .. })
+                && self
+                    .failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(StoreError::Database("disk I/O error".into()));
+            }
+            self.store.advance(id, progress).await
+        }
+        async fn last_heard(&self, customer: &str) -> Result<Option<i64>, StoreError> {
+            self.store.last_heard(customer).await
+        }
+        async fn retry_now(&self, id: &str) -> Result<bool, StoreError> {
+            self.store.retry_now(id).await
+        }
+    }
+
+    fn text(id: &str, body: &str) -> InboundMessage {
+        InboundMessage {
+            id: id.into(),
+            from: "34600000001".into(),
+            to: "1".into(),
+            timestamp: 0,
+            profile_name: None,
+            content: Content::Text { body: body.into() },
+        }
+    }
+
+    fn context(
+        channel: Arc<Recorder>,
+        queue: Arc<dyn Queue>,
+        store: &SqliteStore,
+    ) -> Arc<TurnContext> {
+        Arc::new(TurnContext {
+            channel,
+            queue,
+            traces: Arc::new(store.clone()) as Arc<dyn Traces>,
+            stt: Arc::new(NoStt),
+            stt_fast: None,
+            stt_permits: Arc::new(Semaphore::new(1)),
+            respond: Arc::new(Brittle),
+            tts: None,
+            encode: Default::default(),
+            media: Default::default(),
+            fetch_retry: crate::channel::whatsapp::WhatsAppConfig::default().retry_policy(),
+            mark_read: false,
+            budgets: BudgetHandle::new(Budgets::default()),
+            languages: vec!["en".into()],
+            hearing: Default::default(),
+            outbox: Default::default(),
+        })
+    }
+
+    async fn wait_final(store: &SqliteStore, id: &str) -> Turn {
+        for _ in 0..2000 {
+            let turn = store.turn(id).await.unwrap();
+            if turn.state.is_final() {
+                return turn;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_turn_fails_and_its_customer_is_still_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&StoreConfig {
+            data_dir: dir.path().into(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let channel = Arc::new(Recorder::default());
+        let ctx = context(channel.clone(), Arc::new(store.clone()), &store);
+        let workers = Workers::new(ctx, 2);
+        let messages = [text("wamid.1", "boom"), text("wamid.2", "still there?")];
+        store.accept(&messages, &[], &[]).await.unwrap();
+        for m in &messages {
+            workers.submit(&m.from, m.id.clone(), None);
+        }
+        let boom = wait_final(&store, "wamid.1").await;
+        assert_eq!(boom.state, TurnState::Failed);
+        assert!(
+            boom.failure.as_deref().unwrap().contains("panicked"),
+            "{:?}",
+            boom.failure
+        );
+        let next = wait_final(&store, "wamid.2").await;
+        assert_eq!(next.state, TurnState::Replied);
+        assert_eq!(*channel.sent.lock().unwrap(), ["echo still there?"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_replied_write_is_retried_without_sending_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&StoreConfig {
+            data_dir: dir.path().into(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let flaky = Arc::new(FlakyReplied {
+            store: store.clone(),
+            failures: AtomicU32::new(5),
+        });
+        let channel = Arc::new(Recorder::default());
+        let ctx = context(channel.clone(), flaky.clone(), &store);
+        let workers = Workers::new(ctx, 1);
+        let m = text("wamid.3", "once please");
+        store.accept(std::slice::from_ref(&m), &[], &[]).await.unwrap();
+        workers.submit(&m.from, m.id.clone(), None);
+        let turn = wait_final(&store, "wamid.3").await;
+        assert_eq!(turn.state, TurnState::Replied);
+        assert_eq!(
+            flaky.failures.load(Ordering::SeqCst),
+            0,
+            "every failure met"
+        );
+        assert_eq!(*channel.sent.lock().unwrap(), ["echo once please"]);
     }
 }

@@ -49,7 +49,10 @@ pub enum Synchronous {
 
 /// Where a message's turn stands. A turn moves forward only:
 /// received → fetching → transcribed → replied (or silent), or to failed
-/// from any state before those.
+/// from any state before those. A turn that could not finish for a reason
+/// that passes (the Graph API down, a rejected token, a download cut) is
+/// *deferred*: it keeps its state (a fetch goes back to `received`), counts
+/// the attempt and waits until `retry_at`: the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TurnState {
@@ -115,6 +118,17 @@ pub struct Turn {
     pub failure: Option<String>,
     /// The failure was a request the channel rejected as wrong.
     pub dead_letter: bool,
+    /// When the message came in, Unix ms.
+    pub received_at_ms: i64,
+    /// Attempts deferred so far.
+    pub attempts: u32,
+    /// When a deferred turn is due again, Unix ms.
+    pub retry_at_ms: Option<i64>,
+    /// Why a deferred turn waits.
+    pub waiting: Option<String>,
+    /// The reply's voice note, kept while its delivery waits, so that a
+    /// retry sends the same note without speaking it again.
+    pub reply_voice: Option<Vec<u8>>,
 }
 
 /// A step forward in a turn.
@@ -131,6 +145,15 @@ pub enum Progress<'a> {
     },
     /// The reply was silent: nothing was sent, and nothing will be.
     NothingToSend,
+    /// Not finished for a reason that passes: try again at `retry_at_ms`.
+    /// A turn not yet transcribed goes back to `received` (its note is
+    /// fetched again); a transcribed one keeps its reply, and `voice` when
+    /// the reply's voice note was made.
+    Deferred {
+        reason: &'a str,
+        retry_at_ms: i64,
+        voice: Option<&'a [u8]>,
+    },
     Failed {
         reason: &'a str,
         dead_letter: bool,
@@ -171,6 +194,12 @@ pub trait Queue: Send + Sync {
     async fn unfinished(&self) -> Result<Vec<Turn>, StoreError>;
     async fn turn(&self, message_id: &str) -> Result<Turn, StoreError>;
     async fn advance(&self, message_id: &str, progress: Progress<'_>) -> Result<(), StoreError>;
+    /// When the customer's newest message came in, Unix ms: the customer
+    /// service window (24 h) runs from it.
+    async fn last_heard(&self, customer: &str) -> Result<Option<i64>, StoreError>;
+    /// Makes a deferred turn due now (`voxline outbox retry`). `false` when
+    /// the turn is finished or does not wait.
+    async fn retry_now(&self, message_id: &str) -> Result<bool, StoreError>;
 }
 
 /// The finished turns' traces, kept for `[store] trace_retention_hours`.

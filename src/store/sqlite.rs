@@ -67,11 +67,37 @@ CREATE TABLE IF NOT EXISTS turn_traces (
     trace       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS turn_traces_started ON turn_traces (started_at);
+CREATE INDEX IF NOT EXISTS messages_customer ON messages (customer, received_at);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at INTEGER NOT NULL
 );
 ";
+
+/// Columns added after the first release, with their definitions: added to
+/// an older file when it is opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("retry_at", "INTEGER"),
+    ("waiting", "TEXT"),
+    ("reply_voice", "BLOB"),
+];
+
+/// Brings an older `messages` table up to date.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('messages')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, definition) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE messages ADD COLUMN {name} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
 
 /// The file name inside the data folder.
 pub const FILE_NAME: &str = "voxline.db";
@@ -155,6 +181,7 @@ impl SqliteStore {
             .and_then(|()| conn.pragma_update(None, "synchronous", synchronous))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| migrate(&conn))
             .map_err(|e| fail(e.to_string()))?;
         let reader = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
         reader
@@ -274,12 +301,18 @@ fn read_turn(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, 
             reply_id: row.get(6)?,
             failure: row.get(7)?,
             dead_letter: row.get::<_, i64>(8)? != 0,
+            received_at_ms: row.get(9)?,
+            attempts: row.get::<_, i64>(10)?.clamp(0, i64::from(u32::MAX)) as u32,
+            retry_at_ms: row.get(11)?,
+            waiting: row.get(12)?,
+            reply_voice: row.get(13)?,
         },
     ))
 }
 
 const TURN_COLUMNS: &str =
-    "seq, wamid, message, state, transcript, reply_text, reply_id, failure, dead_letter";
+    "seq, wamid, message, state, transcript, reply_text, reply_id, failure, \
+     dead_letter, received_at, attempts, retry_at, waiting, reply_voice";
 
 fn finish_turn(
     (_, wamid, message, state, mut turn): (i64, String, String, String, Turn),
@@ -356,18 +389,64 @@ impl Inbox for SqliteStore {
 #[async_trait::async_trait]
 impl Queue for SqliteStore {
     async fn unfinished(&self) -> Result<Vec<Turn>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT {TURN_COLUMNS} FROM messages WHERE state NOT IN ('replied', 'silent', 'failed') ORDER BY seq"
-                ))
-                .map_err(db)?;
-            let rows = stmt
-                .query_map([], read_turn)
-                .map_err(db)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db)?;
-            rows.into_iter().map(finish_turn).collect()
+        // A row that cannot be read is reported and set aside as a dead
+        // letter: one bad row must not stop every other customer's turns.
+        let (turns, unreadable) = self
+            .with(|c| {
+                let mut stmt = c
+                    .prepare(&format!(
+                        "SELECT {TURN_COLUMNS} FROM messages WHERE state NOT IN ('replied', 'silent', 'failed') ORDER BY seq"
+                    ))
+                    .map_err(db)?;
+                let mut turns = Vec::new();
+                let mut unreadable = Vec::new();
+                let mut rows = stmt.query([]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    let wamid: Option<String> = row.get(1).ok();
+                    match read_turn(row).map_err(db).and_then(finish_turn) {
+                        Ok(turn) => turns.push(turn),
+                        Err(e) => unreadable.push((wamid, e.to_string())),
+                    }
+                }
+                Ok((turns, unreadable))
+            })
+            .await?;
+        for (wamid, reason) in unreadable {
+            tracing::error!(wamid = wamid.as_deref().unwrap_or("?"), %reason, "unreadable turn skipped");
+            if let Some(id) = wamid {
+                let reason = format!("unreadable in the store: {reason}");
+                if let Err(e) = self.set_aside(&id, &reason).await {
+                    tracing::error!(wamid = %id, error = %e, "could not set the unreadable turn aside");
+                }
+            }
+        }
+        Ok(turns)
+    }
+
+    async fn last_heard(&self, customer: &str) -> Result<Option<i64>, StoreError> {
+        let customer = customer.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT MAX(received_at) FROM messages WHERE customer = ?1",
+                [customer],
+                |r| r.get(0),
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn retry_now(&self, message_id: &str) -> Result<bool, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE messages SET retry_at = ?2, updated_at = ?2
+                 WHERE wamid = ?1 AND waiting IS NOT NULL
+                   AND state NOT IN ('replied', 'silent', 'failed')",
+                params![id, now()],
+            )
+            .map(|n| n == 1)
+            .map_err(db)
         })
         .await
     }
@@ -391,6 +470,35 @@ impl Queue for SqliteStore {
 
     async fn advance(&self, message_id: &str, progress: Progress<'_>) -> Result<(), StoreError> {
         let id = message_id.to_string();
+        if let Progress::Deferred {
+            reason,
+            retry_at_ms,
+            voice,
+        } = progress
+        {
+            let (reason, voice) = (reason.to_string(), voice.map(<[u8]>::to_vec));
+            return self
+                .write(move |c| {
+                    let n = c
+                        .execute(
+                            "UPDATE messages SET
+                                state = CASE state WHEN 'transcribed' THEN 'transcribed' ELSE 'received' END,
+                                attempts = attempts + 1,
+                                retry_at = ?2,
+                                waiting = ?3,
+                                reply_voice = COALESCE(?4, reply_voice),
+                                updated_at = ?5
+                             WHERE wamid = ?1 AND state NOT IN ('replied', 'silent', 'failed')",
+                            params![id, retry_at_ms, reason, voice, now()],
+                        )
+                        .map_err(db)?;
+                    if n == 0 {
+                        return found_or_not(c, id);
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         // Owned copies, for the blocking thread.
         let (state, transcript, reply_text, reply_id, failure, dead_letter) = match progress {
             Progress::Fetching => (TurnState::Fetching, None, None, None, None, false),
@@ -411,6 +519,7 @@ impl Queue for SqliteStore {
                 false,
             ),
             Progress::NothingToSend => (TurnState::Silent, None, None, None, None, false),
+            Progress::Deferred { .. } => unreachable!("handled above"),
             Progress::Failed {
                 reason,
                 dead_letter,
@@ -433,7 +542,10 @@ impl Queue for SqliteStore {
                         reply_id = COALESCE(?5, reply_id),
                         failure = COALESCE(?6, failure),
                         dead_letter = ?7,
-                        updated_at = ?8
+                        updated_at = ?8,
+                        waiting = CASE WHEN ?2 IN ('replied', 'silent', 'failed') THEN NULL ELSE waiting END,
+                        retry_at = CASE WHEN ?2 IN ('replied', 'silent', 'failed') THEN NULL ELSE retry_at END,
+                        reply_voice = CASE WHEN ?2 IN ('replied', 'silent', 'failed') THEN NULL ELSE reply_voice END
                      WHERE wamid = ?1 AND state NOT IN ('replied', 'silent', 'failed')",
                     params![
                         id,
@@ -448,19 +560,53 @@ impl Queue for SqliteStore {
                 )
                 .map_err(db)?;
             if n == 0 {
-                let exists: Option<i64> = c
-                    .query_row("SELECT seq FROM messages WHERE wamid = ?1", [&id], |r| {
-                        r.get(0)
-                    })
-                    .optional()
-                    .map_err(db)?;
-                if exists.is_none() {
-                    return Err(StoreError::NotFound(id));
-                }
+                return found_or_not(c, id);
             }
             Ok(())
         })
         .await
+    }
+}
+
+/// `Ok` when message `id` exists (an update that changed nothing found it
+/// finished), else [`StoreError::NotFound`].
+fn found_or_not(c: &Connection, id: String) -> Result<(), StoreError> {
+    let exists: Option<i64> = c
+        .query_row("SELECT seq FROM messages WHERE wamid = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db)?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(id)),
+    }
+}
+
+impl SqliteStore {
+    /// Ends an unreadable turn as a dead letter, whatever its state says.
+    async fn set_aside(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE messages SET state = 'failed', failure = ?2, dead_letter = 1, updated_at = ?3
+                 WHERE wamid = ?1",
+                params![id, reason, now()],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+
+    /// The turns that wait in the outbox, oldest first.
+    pub async fn waiting(&self) -> Result<Vec<Turn>, StoreError> {
+        Ok(self
+            .unfinished()
+            .await?
+            .into_iter()
+            .filter(|t| t.waiting.is_some())
+            .collect())
     }
 }
 
@@ -695,5 +841,115 @@ mod tests {
             store.statuses_of("wamid.R").await.unwrap(),
             vec![("failed".to_string(), Some(131_047))]
         );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_turn_keeps_its_reply_and_voice_and_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .accept(&[message("wamid.D", "34600")], &[], &[])
+            .await
+            .unwrap();
+        store.advance("wamid.D", Progress::Fetching).await.unwrap();
+        // A fetch that failed goes back to received, nothing stored.
+        let fetch = Progress::Deferred {
+            reason: "fetch failed: server error 500",
+            retry_at_ms: 5,
+            voice: None,
+        };
+        store.advance("wamid.D", fetch).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!(
+            (t.state, t.attempts, t.retry_at_ms),
+            (TurnState::Received, 1, Some(5))
+        );
+        assert_eq!(t.reply_text, None);
+        let understood = Progress::Understood {
+            transcript: Some("hi"),
+            reply: "hello",
+        };
+        store.advance("wamid.D", understood).await.unwrap();
+        let send = Progress::Deferred {
+            reason: "send failed: server error 500",
+            retry_at_ms: 9,
+            voice: Some(b"OggS"),
+        };
+        store.advance("wamid.D", send).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!((t.state, t.attempts), (TurnState::Transcribed, 2));
+        assert_eq!(t.reply_text.as_deref(), Some("hello"));
+        assert_eq!(t.reply_voice.as_deref(), Some(&b"OggS"[..]));
+        assert_eq!(store.waiting().await.unwrap().len(), 1);
+        assert!(store.retry_now("wamid.D").await.unwrap());
+        let accepted = Progress::ReplyAccepted {
+            reply_id: "wamid.OUT",
+        };
+        store.advance("wamid.D", accepted).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!(t.state, TurnState::Replied);
+        assert_eq!((t.waiting, t.reply_voice), (None, None));
+        assert!(store.waiting().await.unwrap().is_empty());
+        assert!(!store.retry_now("wamid.D").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_row_is_set_aside_and_the_others_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let messages = [message("wamid.BAD", "1"), message("wamid.GOOD", "2")];
+        store.accept(&messages, &[], &[]).await.unwrap();
+        drop(store);
+        let raw = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        raw.execute(
+            "UPDATE messages SET message = '{not json' WHERE wamid = 'wamid.BAD'",
+            [],
+        )
+        .unwrap();
+        drop(raw);
+        let store = open(dir.path());
+        let unfinished = store.unfinished().await.unwrap();
+        let ids: Vec<_> = unfinished.iter().map(|t| t.message.id.as_str()).collect();
+        assert_eq!(ids, ["wamid.GOOD"]);
+        let failure: (String, i64) = store
+            .with(|c| {
+                c.query_row(
+                    "SELECT state || ': ' || failure, dead_letter FROM messages WHERE wamid = 'wamid.BAD'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)
+            })
+            .await
+            .unwrap();
+        assert!(failure.0.starts_with("failed: unreadable"), "{failure:?}");
+        assert_eq!(failure.1, 1);
+    }
+
+    #[tokio::test]
+    async fn an_older_file_gains_the_outbox_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE messages (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, wamid TEXT NOT NULL UNIQUE,
+                customer TEXT NOT NULL, message TEXT NOT NULL, state TEXT NOT NULL,
+                transcript TEXT, reply_text TEXT, reply_id TEXT, failure TEXT,
+                dead_letter INTEGER NOT NULL DEFAULT 0, received_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&message("wamid.OLD", "3")).unwrap();
+        raw.execute(
+            "INSERT INTO messages (wamid, customer, message, state, received_at, updated_at)
+             VALUES ('wamid.OLD', '3', ?1, 'received', 7, 7)",
+            [json],
+        )
+        .unwrap();
+        drop(raw);
+        let store = open(dir.path());
+        let t = store.turn("wamid.OLD").await.unwrap();
+        assert_eq!((t.attempts, t.received_at_ms, t.waiting), (0, 7, None));
+        assert_eq!(store.last_heard("3").await.unwrap(), Some(7));
     }
 }

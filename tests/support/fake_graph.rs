@@ -58,6 +58,11 @@ pub struct Faults {
     pub expire_urls: u32,
     /// Delay between 4 KB chunks of every media download.
     pub slow_media: Option<Duration>,
+    /// Every call (metadata, download, upload, send, read receipt) answered
+    /// 500: a Graph API outage.
+    pub outage: bool,
+    /// Read receipts answered only after this long.
+    pub read_delay: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -66,7 +71,11 @@ struct Inner {
     uploads: HashMap<String, Bytes>,
     sent: Vec<Sent>,
     read: Vec<String>,
+    /// Read receipts that asked for the typing indicator.
+    typing: Vec<String>,
     faults: Faults,
+    /// The access token accepted; any other is answered 190.
+    token: String,
 }
 
 #[derive(Clone)]
@@ -86,7 +95,10 @@ struct State_ {
 impl FakeGraph {
     pub async fn start() -> Self {
         let state = Arc::new(State_ {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                token: TOKEN.to_string(),
+                ..Inner::default()
+            }),
             next_id: AtomicU64::new(1),
             media_downloads_started: AtomicU64::new(0),
             sends: watch::channel(0).0,
@@ -131,6 +143,17 @@ impl FakeGraph {
         self.state.inner.lock().unwrap().read.clone()
     }
 
+    /// Read receipts that showed the typing indicator.
+    pub fn typing_shown(&self) -> Vec<String> {
+        self.state.inner.lock().unwrap().typing.clone()
+    }
+
+    /// Accepts only `token` from now on (the old one gets 190), as when an
+    /// access token expires or is revoked.
+    pub fn set_token(&self, token: &str) {
+        self.state.inner.lock().unwrap().token = token.to_string();
+    }
+
     pub fn downloads_started(&self) -> u64 {
         self.state.media_downloads_started.load(Ordering::SeqCst)
     }
@@ -166,11 +189,22 @@ fn graph_error(status: StatusCode, code: i64, message: &str) -> Response {
         .into_response()
 }
 
-fn authorised(headers: &HeaderMap) -> bool {
-    headers
+/// `None` when the call may go on, else the answer: 190 for a wrong token,
+/// 500 during an outage.
+fn refuse(state: &State_, headers: &HeaderMap) -> Option<Response> {
+    let inner = state.inner.lock().unwrap();
+    if inner.faults.outage {
+        return Some(graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            2,
+            "Service temporarily unavailable",
+        ));
+    }
+    let token_ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {TOKEN}"))
+        .is_some_and(|v| v == format!("Bearer {}", inner.token));
+    (!token_ok).then(unauthorised)
 }
 
 fn unauthorised() -> Response {
@@ -182,8 +216,8 @@ async fn metadata(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
     }
     let mut inner = state.inner.lock().unwrap();
     if inner.faults.metadata_500 > 0 {
@@ -219,8 +253,8 @@ async fn download(
     Path((id, _nonce)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
     }
     let (bytes, mime, truncate, slow) = {
         let mut inner = state.inner.lock().unwrap();
@@ -273,8 +307,8 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
     }
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return graph_error(StatusCode::BAD_REQUEST, 100, "Invalid JSON");
@@ -282,14 +316,22 @@ async fn messages(
     if v["messaging_product"] != "whatsapp" || number.is_empty() {
         return graph_error(StatusCode::BAD_REQUEST, 100, "Invalid parameter");
     }
-    let mut inner = state.inner.lock().unwrap();
     if v["status"] == "read" {
         let Some(id) = v["message_id"].as_str() else {
             return graph_error(StatusCode::BAD_REQUEST, 100, "message_id is required");
         };
+        let delay = state.inner.lock().unwrap().faults.read_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut inner = state.inner.lock().unwrap();
         inner.read.push(id.to_string());
+        if v["typing_indicator"]["type"] == "text" {
+            inner.typing.push(id.to_string());
+        }
         return Json(json!({"success": true})).into_response();
     }
+    let mut inner = state.inner.lock().unwrap();
     let faults = &mut inner.faults;
     if faults.outside_window {
         return graph_error(
@@ -366,8 +408,8 @@ async fn upload(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
     }
     let mut fields: HashMap<String, (Option<String>, Bytes)> = HashMap::new();
     while let Ok(Some(field)) = form.next_field().await {

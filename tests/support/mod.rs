@@ -44,6 +44,9 @@ pub fn env_for(graph: &FakeGraph, data_dir: &Path) -> Vec<(&'static str, String)
         ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN.to_string()),
         ("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID.to_string()),
         ("WHATSAPP_GRAPH_URL", graph.url()),
+        // The fake serves media over plain http on loopback: allowed here
+        // explicitly, as the token goes only to https hosts otherwise.
+        ("WHATSAPP_MEDIA_HOSTS", format!("http://{}", graph.addr)),
         ("VOXLINE_ADDR", "127.0.0.1:0".to_string()),
         ("VOXLINE_DATA_DIR", data_dir.display().to_string()),
     ]
@@ -61,6 +64,8 @@ pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
     config.whatsapp.backoff_base_ms = 20;
     config.whatsapp.backoff_max_ms = 100;
     config.whatsapp.pair_rate_wait_ms = 50;
+    config.outbox.retry_base_ms = 100;
+    config.outbox.retry_max_ms = 400;
     config.service.shutdown_grace_ms = 5_000;
     config.dialog.data_dir = crate_dir().join("data");
     config.budgets = generous_budgets();

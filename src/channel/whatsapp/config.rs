@@ -83,6 +83,15 @@ pub struct WhatsAppConfig {
     /// Mark each inbound message read (blue ticks) when its turn starts.
     /// Default true.
     pub mark_read: bool,
+    /// How long the read receipt with its typing indicator may take. It is
+    /// sent beside the turn, once (no retries: a late "typing…" is
+    /// useless), so a slow Graph API never holds the turn. Default 3000.
+    pub read_receipt_timeout_ms: u64,
+    /// Hosts the access token may be sent to when a media URL points there,
+    /// besides the Graph API's own host. Only `https` URLs qualify, unless
+    /// an entry names its scheme (`http://127.0.0.1:8080`, for a local fake
+    /// Graph API). Default: Meta's media CDN, `lookaside.fbsbx.com`.
+    pub media_hosts: Vec<String>,
 }
 
 impl Default for WhatsAppConfig {
@@ -102,6 +111,8 @@ impl Default for WhatsAppConfig {
             pair_rate_wait_ms: 6_000,
             messages_per_second: 80,
             mark_read: true,
+            read_receipt_timeout_ms: 3_000,
+            media_hosts: vec!["lookaside.fbsbx.com".into()],
         }
     }
 }

@@ -6,6 +6,14 @@
 //! are retried with jittered exponential backoff, 131056 waits before the
 //! next try, 131047 and other 4xx are returned at once.
 //!
+//! Error 190 (the access token is invalid or expired) pauses the client:
+//! every call fails at once with [`ChannelError::TokenRejected`], without
+//! touching the network, until [`GraphClient::set_token`] loads a new token
+//! (a config reload). The turns that met it wait in the outbox.
+//!
+//! The token goes only to the Graph API's own URL and to media URLs that
+//! are `https` on the Graph API's host or on `[whatsapp] media_hosts`.
+//!
 //! A media download is not retried here: its bytes are consumed by a decoder
 //! as they arrive, so a cut or failed download is restarted by the caller,
 //! which opens the media again and so gets a fresh URL (they expire after
@@ -13,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -31,7 +39,9 @@ use crate::channel::{Channel, ChannelError, MediaDownload, RetryPolicy, Sent};
 pub struct GraphClient {
     http: reqwest::Client,
     base: String,
-    token: Secret,
+    token: RwLock<Secret>,
+    /// Why sending is paused: the message of the 190 that paused it.
+    paused: Mutex<Option<String>>,
     phone_number_id: String,
     config: WhatsAppConfig,
     retry: RetryPolicy,
@@ -85,12 +95,64 @@ impl GraphClient {
         Ok(Self {
             http,
             base: config.graph_url.trim_end_matches('/').to_string(),
-            token: credentials.access_token.clone(),
+            token: RwLock::new(credentials.access_token.clone()),
+            paused: Mutex::new(None),
             phone_number_id: credentials.phone_number_id.clone(),
             config: config.clone(),
             retry: config.retry_policy(),
             limiter: OutboundLimiter::new(config.messages_per_second),
         })
+    }
+
+    /// Loads a new access token. A client paused by error 190 resumes when
+    /// the token differs from the one that was rejected.
+    pub fn set_token(&self, token: Secret) {
+        let mut current = self.token.write().unwrap_or_else(|p| p.into_inner());
+        if *current == token {
+            return;
+        }
+        *current = token;
+        drop(current);
+        let was = self.paused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if was.is_some() {
+            crate::metrics::global().set_sending_paused(false);
+            tracing::warn!("new access token loaded; sending resumes");
+        }
+    }
+
+    fn bearer(&self) -> String {
+        self.token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .expose()
+            .to_string()
+    }
+
+    /// Fails at once while paused by a rejected token.
+    fn check_paused(&self) -> Result<(), ChannelError> {
+        match &*self.paused.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(message) => Err(ChannelError::TokenRejected {
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Pauses the client after a 190 answered to `token`, unless a new token
+    /// was loaded meanwhile.
+    fn pause(&self, rejected: &str, message: &str) {
+        if self.bearer() != rejected {
+            return;
+        }
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        if paused.is_none() {
+            tracing::error!(
+                error = message,
+                "the access token was rejected (190): sending is paused until a new token is loaded (edit the config file or send SIGHUP)"
+            );
+            crate::metrics::global().set_sending_paused(true);
+        }
+        *paused = Some(message.to_string());
     }
 
     /// Sends the request `build` makes, retrying as the error's
@@ -100,12 +162,24 @@ impl GraphClient {
         what: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, ChannelError> {
-        let timeout = self.config.request_timeout();
+        self.call_with(what, self.retry, self.config.request_timeout(), build)
+            .await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        retry: RetryPolicy,
+        timeout: Duration,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, ChannelError> {
         let mut attempt = 1;
         loop {
+            self.check_paused()?;
+            let token = self.bearer();
             let result = async {
                 let response = build()
-                    .bearer_auth(self.token.expose())
+                    .bearer_auth(&token)
                     .timeout(timeout)
                     .send()
                     .await
@@ -123,7 +197,10 @@ impl GraphClient {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let Some(wait) = self.retry.next_wait(&error, attempt) else {
+            if let ChannelError::TokenRejected { message } = &error {
+                self.pause(&token, message);
+            }
+            let Some(wait) = retry.next_wait(&error, attempt) else {
                 return Err(error);
             };
             tracing::warn!(what, attempt, error = %error, "graph api call failed; retrying in {wait:?}");
@@ -167,14 +244,12 @@ impl Channel for GraphClient {
         if size.is_some_and(|s| s > limit) {
             return Err(ChannelError::MediaTooLarge { limit });
         }
+        self.check_media_url(&info.url)?;
         let timeout = self.config.media_timeout();
         let deadline = Instant::now() + timeout;
         let response = tokio::time::timeout_at(
             deadline,
-            self.http
-                .get(&info.url)
-                .bearer_auth(self.token.expose())
-                .send(),
+            self.http.get(&info.url).bearer_auth(self.bearer()).send(),
         )
         .await
         .map_err(|_| ChannelError::Timeout(timeout))?
@@ -255,11 +330,58 @@ impl Channel for GraphClient {
             "messaging_product": "whatsapp",
             "status": "read",
             "message_id": message_id,
+            "typing_indicator": {"type": "text"},
         });
+        let once = RetryPolicy {
+            attempts: 1,
+            ..self.retry
+        };
+        let timeout = Duration::from_millis(self.config.read_receipt_timeout_ms.max(1));
         let _: serde_json::Value = self
-            .call("mark read", || self.http.post(&url).json(&body))
+            .call_with("mark read", once, timeout, || {
+                self.http.post(&url).json(&body)
+            })
             .await?;
         Ok(())
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl GraphClient {
+    /// Refuses a media URL the token must not go to: only `https` on the
+    /// Graph API's host or on `[whatsapp] media_hosts`, or an allowed entry
+    /// that names its scheme and port exactly.
+    fn check_media_url(&self, url: &str) -> Result<(), ChannelError> {
+        let refused = |host: &str| ChannelError::MediaHostRefused {
+            host: host.to_string(),
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|_| refused("an unparsable URL"))?;
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        let origin = parsed.origin().ascii_serialization();
+        let graph_host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let allowed = self.config.media_hosts.iter().any(|entry| {
+            let entry = entry.trim().trim_end_matches('/').to_ascii_lowercase();
+            if entry.contains("://") {
+                entry == origin
+            } else {
+                parsed.scheme() == "https" && entry == host
+            }
+        }) || (parsed.scheme() == "https"
+            && graph_host.as_deref() == Some(host.as_str()));
+        if allowed {
+            Ok(())
+        } else {
+            tracing::warn!(%host, "media URL refused: the access token is not sent there");
+            Err(refused(&host))
+        }
     }
 }
 
@@ -282,6 +404,7 @@ pub fn classify(status: u16, body: &[u8]) -> ChannelError {
         ),
     };
     match code {
+        190 => ChannelError::TokenRejected { message },
         130_429 | 80_007 | 4 => ChannelError::RateLimited { code, message },
         131_056 => ChannelError::PairRateLimited { message },
         131_047 => ChannelError::OutsideWindow { message },
@@ -424,11 +547,39 @@ mod tests {
         assert_eq!(d(400, 131_056), Disposition::Wait(wait));
         assert_eq!(d(400, 131_047), Disposition::GiveUp);
         assert_eq!(d(400, 100), Disposition::DeadLetter);
+        assert_eq!(d(401, 190), Disposition::Pause);
         assert_eq!(d(500, 1), Disposition::Retry);
         assert_eq!(
             classify(503, b"<html>").disposition(wait),
             Disposition::Retry
         );
+    }
+
+    #[test]
+    fn the_token_goes_only_to_allowed_media_hosts() {
+        let config = WhatsAppConfig {
+            media_hosts: vec!["lookaside.fbsbx.com".into(), "http://127.0.0.1:9".into()],
+            ..WhatsAppConfig::default()
+        };
+        let credentials = Credentials {
+            access_token: Secret::new("t"),
+            app_secret: Secret::new("s"),
+            verify_token: Secret::new("v"),
+            phone_number_id: "1".into(),
+        };
+        let client = GraphClient::new(&config, &credentials).unwrap();
+        let ok = |url: &str| client.check_media_url(url).is_ok();
+        assert!(ok(
+            "https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1"
+        ));
+        assert!(ok("https://graph.facebook.com/v23.0/media/1"));
+        assert!(ok("http://127.0.0.1:9/download/1"));
+        // Plain http to an allowed host, another host, another port.
+        assert!(!ok("http://lookaside.fbsbx.com/x"));
+        assert!(!ok("https://evil.example/x"));
+        assert!(!ok("https://lookaside.fbsbx.com.evil.example/x"));
+        assert!(!ok("http://127.0.0.1:10/download/1"));
+        assert!(!ok("not a url"));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Exchange<'_> {
                     order: order.id.clone(),
                     confirmed_turn: self.msg.id.clone(),
                 });
-                tracing::info!(number = %self.msg.from, order = %order.id, kind = change.kind(), turn = %self.msg.id, "change committed");
+                tracing::info!(number = %crate::channel::mask_number(&self.msg.from), order = %order.id, kind = change.kind(), turn = %self.msg.id, "change committed");
                 let id = order.id.clone();
                 match &change {
                     Change::Reschedule { delivery_date, .. } => {
