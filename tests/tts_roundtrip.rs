@@ -26,6 +26,11 @@ use voxline::tts::speak::speakable;
 use voxline::tts::{voice_note, Language, TextToSpeech};
 
 /// Whisper `model` from `VOXLINE_MODELS_DIR` (else `models/`).
+/// One round-trip test at a time: each speaks and transcribes on both
+/// cores, and four at once on two cores spin against each other (see
+/// tests/stt.rs).
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub fn stt(model: &str, language: &str) -> WhisperStt {
     let config = SttConfig {
         model: model.into(),
@@ -71,6 +76,7 @@ pub async fn round_trip(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn english_reply_survives_speech_encoding_and_transcription() {
+    let _heavy = HEAVY.lock().await;
     let stt = stt("tiny.en", "en");
     let reply = "Your order has been shipped and will arrive on Friday morning. \
                  Reply yes to confirm the new delivery address.";
@@ -194,6 +200,7 @@ async fn corpus_wer(language: Language, stt: &WhisperStt) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spanish_replies_survive_with_the_base_model() {
+    let _heavy = HEAVY.lock().await;
     let stt = stt("base", "auto");
     let wer = corpus_wer(Language::Es, &stt).await;
     assert!(wer <= 0.25, "es: WER {:.1}%", wer * 100.0);
@@ -210,6 +217,7 @@ async fn spanish_replies_survive_with_the_base_model() {
 /// makes them worse fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn italian_portuguese_and_french_miss_25_percent_and_get_no_worse() {
+    let _heavy = HEAVY.lock().await;
     let stt = stt("base", "auto");
     let mut worse = Vec::new();
     for (language, measured) in [
@@ -256,6 +264,7 @@ async fn kokoro_wer(language: Language, voice: &str, tts: &KokoroTts, stt: &Whis
 /// The natural local voice for the languages espeak-ng cannot carry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kokoro_replies_in_spanish_italian_portuguese_and_french_come_back_within_25_percent() {
+    let _heavy = HEAVY.lock().await;
     let stt = stt("base", "auto");
     let tts = kokoro(None);
     let voices = voxline::tts::kokoro::default_voices();
@@ -276,6 +285,7 @@ async fn kokoro_replies_in_spanish_italian_portuguese_and_french_come_back_withi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for choosing voices, not a check; run it on demand"]
 async fn kokoro_voice_sweep() {
+    let _heavy = HEAVY.lock().await;
     let stt = stt("base", "auto");
     let mut table = Vec::new();
     let languages: Vec<Language> = match std::env::var("VOXLINE_SWEEP") {
