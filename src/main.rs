@@ -140,6 +140,9 @@ enum Command {
         #[command(subcommand)]
         command: HandoffCommand,
     },
+    /// Erase everything kept about one customer (the right to erasure):
+    /// messages, transcripts, replies, delivery reports, traces, session.
+    Forget { number: String },
     /// Turns waiting to be tried again: replies not delivered, notes not
     /// fetched (the Graph API down, the access token rejected).
     Outbox {
@@ -315,6 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Outbox { command } => outbox(config, command),
+        Command::Forget { number } => forget(config, &number),
         Command::Reply {
             file,
             from,
@@ -400,6 +404,34 @@ impl Timings {
             stt: round2(r.trace.stage_ms(Stage::Stt)),
         }
     }
+}
+
+fn forget(mut config: Config, number: &str) -> Result<ExitCode> {
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let number = number.trim().trim_start_matches('+');
+    anyhow::ensure!(
+        !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()),
+        "{number:?} is not a phone number (digits, as WhatsApp's wa_id)"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let erased = runtime.block_on(async {
+        let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+        store.erase_customer(number).await
+    })?;
+    let sessions = voxline::dialog::session::SessionStore::open(&config.dialog().database_path())?
+        .forget(number)?;
+    println!(
+        "{}: {} messages erased (their ids kept {} days against replays), {} delivery reports, {} traces, {} session rows",
+        voxline::channel::mask_number(number),
+        erased.messages,
+        config.store.id_retention_days,
+        erased.statuses,
+        erased.traces,
+        sessions
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {

@@ -280,7 +280,11 @@ async fn the_webhook_refuses_what_the_app_secret_did_not_sign() {
         "wamid.FORGED",
         MARIA,
         "Mallory",
-        1,
+        // Sent now: an older message would be dropped as a replay.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
         &Said::Text("cancel order 1842"),
     )
     .to_string();

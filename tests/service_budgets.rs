@@ -20,7 +20,7 @@ use voxline::pipeline::budget::{Action, Budget, BudgetStage};
 use voxline::pipeline::reply::notices;
 use voxline::pipeline::trace::{SpanOutcome, Stage, TurnTrace};
 use voxline::service::Service;
-use voxline::store::Traces;
+use voxline::store::{Queue, Traces};
 use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript};
 use voxline::tts::ProviderKind;
 
@@ -274,6 +274,59 @@ async fn a_slow_media_server_is_retried_once_then_apologised_for() {
     assert_eq!(graph.downloads_started(), 2);
     assert_eq!(stt.calls.load(Ordering::SeqCst), 0);
     assert!(trace.turn_ms < 2.0 * 400.0 + MARGIN_MS, "{}", trace.turn_ms);
+}
+
+#[tokio::test]
+async fn a_slow_media_server_is_retried_once_then_left_to_the_outbox() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&graph, dir.path());
+    // The default action.
+    set(
+        &mut config,
+        BudgetStage::Fetch,
+        300,
+        Action::RetryThenOutbox,
+    );
+    set(&mut config, BudgetStage::Decode, 100, Action::Apologise);
+    let stt = FixedStt::new(" Where is my order 1842?");
+    let service = start(&config, stt.clone()).await;
+    graph.add_media(
+        "media-slow2",
+        fixture("commerce/en/order_status_1842.ogg"),
+        "audio/ogg; codecs=opus",
+    );
+    graph.set_faults(Faults {
+        slow_media: Some(Duration::from_millis(200)),
+        ..Faults::default()
+    });
+    let body = voice_note("wamid.SLOWOUTBOX", MARIA, "media-slow2");
+    assert_eq!(deliver(&client(), service.addr(), &body).await, 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let turn = loop {
+        let turn = service.store().turn("wamid.SLOWOUTBOX").await.unwrap();
+        if turn.waiting.is_some() {
+            break turn;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not deferred");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        turn.waiting
+            .as_deref()
+            .unwrap()
+            .contains("fetch over budget"),
+        "{:?}",
+        turn.waiting
+    );
+    assert_eq!(turn.reply_text, None, "no apology stored");
+    assert!(graph.sent().is_empty(), "no apology sent");
+    // The network recovers: the note is fetched again and answered.
+    graph.set_faults(Faults::default());
+    let sent = graph.wait_for_sends(1, WAIT).await;
+    assert_ne!(sent[0].text.as_deref(), Some(notices::UNPLAYABLE));
+    assert_eq!(stt.calls.load(Ordering::SeqCst), 1);
+    service.stop().await.unwrap();
 }
 
 /// Takes its time: listens for the abort flag and gives up when it is set.

@@ -131,17 +131,17 @@ async fn each_message_type_gets_its_reply() {
         200
     );
     let button = notification(
-        json!([{"from": "15550000003", "id": "wamid.B1", "timestamp": "1", "type": "interactive",
+        json!([{"from": "15550000003", "id": "wamid.B1", "timestamp": now_s(), "type": "interactive",
                 "interactive": {"type": "button_reply", "button_reply": {"id": "confirm-yes", "title": "Yes"}}}]),
         json!([]),
     );
     let list = notification(
-        json!([{"from": "15550000004", "id": "wamid.L1", "timestamp": "1", "type": "interactive",
+        json!([{"from": "15550000004", "id": "wamid.L1", "timestamp": now_s(), "type": "interactive",
                 "interactive": {"type": "list_reply", "list_reply": {"id": "size-42", "title": "Size 42", "description": "EU"}}}]),
         json!([]),
     );
     let sticker = notification(
-        json!([{"from": "15550000005", "id": "wamid.S1", "timestamp": "1", "type": "sticker",
+        json!([{"from": "15550000005", "id": "wamid.S1", "timestamp": now_s(), "type": "sticker",
                 "sticker": {"mime_type": "image/webp", "sha256": "x", "id": "55", "animated": false}}]),
         json!([]),
     );
@@ -464,10 +464,7 @@ async fn graph_client_uploads_voice_replies_and_streams_media() {
         .send_text("15550000030", "hi")
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ChannelError::TokenRejected { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::TokenRejected { .. }), "{err}");
     assert!(unauthorised.paused().is_some());
     unauthorised.set_token(credentials.access_token.clone());
     assert!(unauthorised.paused().is_none());

@@ -290,6 +290,30 @@ impl SessionStore {
         Ok(out)
     }
 
+    /// Erases a number's session and its recorded choices (the right to
+    /// erasure). Returns the rows deleted.
+    pub fn forget(&self, number: &str) -> Result<usize, SessionError> {
+        let conn = self.lock();
+        let sessions = conn.execute(
+            "DELETE FROM dialog_sessions WHERE number = ?1",
+            params![number],
+        )?;
+        let choices = conn.execute(
+            "DELETE FROM dialog_choices WHERE number = ?1",
+            params![number],
+        )?;
+        Ok(sessions + choices)
+    }
+
+    /// Deletes sessions whose last activity is before `before_unix_s`,
+    /// unless a person has the conversation. Returns how many went.
+    pub fn prune(&self, before_unix_s: i64) -> Result<usize, SessionError> {
+        Ok(self.lock().execute(
+            "DELETE FROM dialog_sessions WHERE updated_at < ?1 AND handoff = 0",
+            params![before_unix_s],
+        )?)
+    }
+
     /// Gives the number back to the bot. Returns whether it was handed off.
     pub fn release(&self, number: &str) -> Result<bool, SessionError> {
         let mut s = self.load(number)?;

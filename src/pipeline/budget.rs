@@ -84,7 +84,7 @@ impl BudgetStage {
         use Action::*;
         match self {
             Self::Ack => &[Reject],
-            Self::Fetch => &[RetryThenApologise, Apologise],
+            Self::Fetch => &[RetryThenOutbox, RetryThenApologise, Apologise],
             Self::Decode => &[Apologise],
             Self::Stt => &[FasterModel, AskForText],
             Self::DialogFirstToken => &[NextProvider, Template],
@@ -103,6 +103,10 @@ pub enum Action {
     /// Answer the webhook 503 so that WhatsApp delivers it again; the inbox
     /// drops the copy if the first commit landed after all.
     Reject,
+    /// Try the download once more with a fresh budget, then put the turn in
+    /// the outbox: the note is fetched again later, and the customer gets
+    /// no apology for a network that was slow.
+    RetryThenOutbox,
     /// Try the download once more with a fresh budget, then apologise.
     RetryThenApologise,
     /// Tell the customer the note could not be played, in text.
@@ -133,6 +137,7 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Self::Reject => "reject",
+            Self::RetryThenOutbox => "retry_then_outbox",
             Self::RetryThenApologise => "retry_then_apologise",
             Self::Apologise => "apologise",
             Self::FasterModel => "faster_model",
@@ -209,7 +214,7 @@ impl Default for Budgets {
         // note; see the README's "Latency budgets" for the measurements.
         let defaults = [
             (Ack, 250, 0, Reject),
-            (Fetch, 3_000, 0, RetryThenApologise),
+            (Fetch, 3_000, 0, RetryThenOutbox),
             (Decode, 500, 20, Apologise),
             (Stt, 3_000, 300, FasterModel),
             (DialogFirstToken, 1_500, 0, NextProvider),
@@ -219,7 +224,9 @@ impl Default for Budgets {
             (Encode, 1_000, 0, SendText),
             (Upload, 5_000, 0, SendText),
             (Send, 10_000, 0, RetryOnce),
-            (Turn, 4_000, 0, Hold),
+            // The typing indicator tells the customer at once that an
+            // answer is coming; a holding text only after a long wait.
+            (Turn, 8_000, 0, Hold),
         ];
         Self {
             stages: defaults
@@ -560,6 +567,6 @@ mod tests {
         handle.replace(good).unwrap();
         assert_eq!(handle.snapshot().get(BudgetStage::Turn).ms, 10);
         // A turn that took its snapshot earlier keeps its rules.
-        assert_eq!(before.get(BudgetStage::Turn).ms, 4_000);
+        assert_eq!(before.get(BudgetStage::Turn).ms, 8_000);
     }
 }

@@ -739,7 +739,7 @@ async fn hear(
     let fetch = budgets.get(BudgetStage::Fetch);
     let decode = budgets.get(BudgetStage::Decode);
     let attempts = match fetch.action {
-        Action::RetryThenApologise => 2,
+        Action::RetryThenApologise | Action::RetryThenOutbox => 2,
         _ => 1,
     };
     let mut note = None;
@@ -802,10 +802,11 @@ async fn hear(
                     None => (Stage::Fetch, BudgetStage::Fetch, fetch.action),
                     Some(_) => (Stage::Decode, BudgetStage::Decode, decode.action),
                 };
-                let action = if attempt < attempts && budget == BudgetStage::Fetch {
-                    action
-                } else {
-                    Action::Apologise
+                let last = !(attempt < attempts && budget == BudgetStage::Fetch);
+                let action = match (last, budget, action) {
+                    (false, _, action) => action,
+                    (true, BudgetStage::Fetch, Action::RetryThenOutbox) => Action::RetryThenOutbox,
+                    (true, _, _) => Action::Apologise,
                 };
                 trace.record_full(
                     stage,
@@ -820,6 +821,12 @@ async fn hear(
                     action = action.name(),
                     "voice note over budget"
                 );
+                if last && action == Action::RetryThenOutbox {
+                    return Err(Later {
+                        hold: outbox::Hold::Fetch,
+                        reason: format!("fetch over budget {attempts} times"),
+                    });
+                }
                 if action == Action::Apologise {
                     notes
                         .degraded

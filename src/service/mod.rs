@@ -172,7 +172,16 @@ pub struct Service {
 struct AppState {
     store: Arc<dyn Store>,
     model: String,
+    /// The last write check and when it ran: `/readyz` proves the store
+    /// writable at most once per [`READY_CHECK_EVERY`], so that a busy
+    /// health checker does not add a durable write per call.
+    checked: Arc<tokio::sync::Mutex<Option<WriteCheck>>>,
 }
+
+/// When the store last proved writable, and what it said.
+type WriteCheck = (Instant, Result<(), String>);
+
+const READY_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 impl Service {
     /// Starts the service with `stt` as its speech-to-text provider and
@@ -193,6 +202,7 @@ impl Service {
         config
             .outbox
             .validate()
+            .and_then(|()| config.store.validate())
             .map_err(|e| ServeError::Server(std::io::Error::other(e)))?;
         let graph = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
         let channel: Arc<dyn Channel> = graph.clone();
@@ -202,6 +212,7 @@ impl Service {
         );
         let mut operator = None;
         let mut sessions = None;
+        let mut retained_sessions = None;
         let mut tts = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
@@ -209,6 +220,7 @@ impl Service {
                     .await
                     .map_err(|e| ServeError::Dialog(Box::new(e)))?;
                 sessions = Some(stage.sessions().clone());
+                retained_sessions = Some(stage.sessions().clone());
                 operator = Some(crate::dialog::operator::router(
                     stage.sessions().clone(),
                     access.clone(),
@@ -288,6 +300,7 @@ impl Service {
             inbox: Arc::new(store.clone()),
             on_accepted,
             ack_budget,
+            replay_horizon: config.store.replay_horizon(),
         }));
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -296,6 +309,7 @@ impl Service {
             .with_state(AppState {
                 store: Arc::new(store.clone()),
                 model,
+                checked: Default::default(),
             })
             .merge(webhook)
             .merge(operator.unwrap_or_default())
@@ -318,9 +332,10 @@ impl Service {
             .map_err(|source| ServeError::Listen { addr, source })?;
         let stop = CancellationToken::new();
         tokio::spawn(count_outbox(store.clone(), stop.clone()));
-        tokio::spawn(prune_traces(
+        tokio::spawn(retention(
             store.clone(),
-            Duration::from_secs(config.store.trace_retention_hours.saturating_mul(3600)),
+            retained_sessions,
+            config.store.clone(),
             stop.clone(),
         ));
         let grace = Duration::from_millis(config.service.shutdown_grace_ms);
@@ -423,7 +438,22 @@ impl Service {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.check_writable().await {
+    let result = {
+        let mut checked = state.checked.lock().await;
+        match &*checked {
+            Some((at, result)) if at.elapsed() < READY_CHECK_EVERY => result.clone(),
+            _ => {
+                let result = state
+                    .store
+                    .check_writable()
+                    .await
+                    .map_err(|e| e.to_string());
+                *checked = Some((Instant::now(), result.clone()));
+                result
+            }
+        }
+    };
+    match result {
         Ok(()) => (
             StatusCode::OK,
             format!("ready: model {}, store writable\n", state.model),
@@ -511,17 +541,43 @@ async fn count_outbox(store: SqliteStore, stop: CancellationToken) {
     }
 }
 
-/// Deletes traces older than `keep`, hourly, until `stop`.
-async fn prune_traces(store: SqliteStore, keep: Duration, stop: CancellationToken) {
+/// The retention sweep, hourly until `stop`: traces past
+/// `trace_retention_hours`, then [`SqliteStore::sweep`] (messages' content,
+/// old ids, delivery reports) and sessions past `session_retention_days`.
+async fn retention(
+    store: SqliteStore,
+    sessions: Option<crate::dialog::session::SessionStore>,
+    config: crate::store::StoreConfig,
+    stop: CancellationToken,
+) {
     loop {
-        let cutoff = std::time::SystemTime::now()
-            .checked_sub(keep)
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        match store.prune_traces(cutoff).await {
+        let now = crate::pipeline::turn::unix_ms();
+        let traces_before =
+            now.saturating_sub((config.trace_retention_hours as i64).saturating_mul(3_600_000));
+        match store.prune_traces(traces_before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(traces = n, "old turn traces deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete old turn traces"),
+        }
+        match store.sweep(&config, now).await {
+            Ok(e) if e == crate::store::Erased::default() => {}
+            Ok(e) => tracing::info!(
+                messages = e.messages,
+                ids = e.ids,
+                statuses = e.statuses,
+                "retention: old content erased"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+        if let Some(sessions) = &sessions {
+            let before = now / 1000 - (config.session_retention_days as i64).saturating_mul(86_400);
+            let sessions = sessions.clone();
+            match tokio::task::spawn_blocking(move || sessions.prune(before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(sessions = n, "retention: old sessions deleted"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not delete old sessions"),
+                Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -446,7 +446,10 @@ mod tests {
         let ctx = context(channel.clone(), flaky.clone(), &store);
         let workers = Workers::new(ctx, 1);
         let m = text("wamid.3", "once please");
-        store.accept(std::slice::from_ref(&m), &[], &[]).await.unwrap();
+        store
+            .accept(std::slice::from_ref(&m), &[], &[])
+            .await
+            .unwrap();
         workers.submit(&m.from, m.id.clone(), None);
         let turn = wait_final(&store, "wamid.3").await;
         assert_eq!(turn.state, TurnState::Replied);

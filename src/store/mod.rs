@@ -28,6 +28,21 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// How long turn traces are kept, in hours. Default 168 (a week).
     pub trace_retention_hours: u64,
+    /// Days a finished turn's content is kept (the message, its transcript,
+    /// the reply); then it is erased and only its id stays. Default 30.
+    pub message_retention_days: u64,
+    /// Days delivery reports are kept. Default 30.
+    pub status_retention_days: u64,
+    /// Days a conversation's session (its language, cart, history) is kept
+    /// after its last activity. Default 30.
+    pub session_retention_days: u64,
+    /// Days a message id is kept after its content is erased, so that a
+    /// redelivery is still recognised. Default 60; at least
+    /// `replay_horizon_days`.
+    pub id_retention_days: u64,
+    /// A webhook message sent longer ago than this is acknowledged and
+    /// dropped (Meta retries for at most a few days). Default 14.
+    pub replay_horizon_days: u64,
 }
 
 impl Default for StoreConfig {
@@ -36,8 +51,44 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("var"),
             synchronous: Synchronous::Full,
             trace_retention_hours: 168,
+            message_retention_days: 30,
+            status_retention_days: 30,
+            session_retention_days: 30,
+            id_retention_days: 60,
+            replay_horizon_days: 14,
         }
     }
+}
+
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.replay_horizon_days == 0 || self.id_retention_days < self.replay_horizon_days {
+            return Err(format!(
+                "store: id_retention_days ({}) must be at least replay_horizon_days ({}), \
+                 or an old redelivery would be taken for a new message",
+                self.id_retention_days, self.replay_horizon_days
+            ));
+        }
+        if self.message_retention_days == 0 {
+            return Err("store: message_retention_days must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn replay_horizon(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.replay_horizon_days.saturating_mul(86_400))
+    }
+}
+
+/// What a retention sweep or an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Messages whose content was erased (their ids stay).
+    pub messages: usize,
+    /// Message ids deleted, past `id_retention_days`.
+    pub ids: usize,
+    pub statuses: usize,
+    pub traces: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -583,7 +583,107 @@ fn found_or_not(c: &Connection, id: String) -> Result<(), StoreError> {
     }
 }
 
+/// What an erased message's row keeps: its id (so that a redelivery is
+/// still dropped) and nothing that says who sent what.
+const ERASE: &str = "message = json_object('id', wamid, 'from', '', 'to', '', 'timestamp', 0,
+        'profile_name', NULL, 'content', json_object('type', 'unsupported', 'kind', 'erased')),
+    customer = '', transcript = NULL, reply_text = NULL, reply_voice = NULL, failure = NULL,
+    waiting = NULL, retry_at = NULL";
+
 impl SqliteStore {
+    /// Erases everything kept about `customer` (the right to erasure):
+    /// their messages' content, transcripts and replies, their delivery
+    /// reports and their turns' traces. Unfinished turns end failed first,
+    /// so nothing is sent to them afterwards. Message ids stay, without
+    /// content, so that a redelivery is not taken for a new message.
+    pub async fn erase_customer(&self, customer: &str) -> Result<super::Erased, StoreError> {
+        let customer = customer.to_string();
+        self.write(move |c| {
+            let at = now();
+            c.execute(
+                "UPDATE messages SET state = 'failed', updated_at = ?2
+                 WHERE customer = ?1 AND state NOT IN ('replied', 'silent', 'failed')",
+                params![customer, at],
+            )
+            .map_err(db)?;
+            let traces = c
+                .execute(
+                    "DELETE FROM turn_traces WHERE message_id IN
+                       (SELECT wamid FROM messages WHERE customer = ?1)",
+                    [&customer],
+                )
+                .map_err(db)?;
+            let statuses = c
+                .execute("DELETE FROM statuses WHERE recipient = ?1", [&customer])
+                .map_err(db)?;
+            let messages = c
+                .execute(
+                    &format!("UPDATE messages SET {ERASE}, updated_at = ?2 WHERE customer = ?1"),
+                    params![customer, at],
+                )
+                .map_err(db)?;
+            Ok(super::Erased {
+                messages,
+                ids: 0,
+                statuses,
+                traces,
+            })
+        })
+        .await
+    }
+
+    /// One retention sweep at `now_ms`: finished turns' content past
+    /// `message_retention_days` is erased, erased ids past
+    /// `id_retention_days` are deleted, delivery reports and webhook errors
+    /// past `status_retention_days` are deleted. Unfinished turns are kept
+    /// whole: the outbox bounds them by the customer service window.
+    pub async fn sweep(
+        &self,
+        config: &super::StoreConfig,
+        now_ms: i64,
+    ) -> Result<super::Erased, StoreError> {
+        let day = 86_400_000i64;
+        let days = |d: u64| now_ms.saturating_sub((d as i64).saturating_mul(day));
+        let (content, ids, statuses) = (
+            days(config.message_retention_days),
+            days(config.id_retention_days),
+            days(config.status_retention_days),
+        );
+        self.write(move |c| {
+            let messages = c
+                .execute(
+                    &format!(
+                        "UPDATE messages SET {ERASE}, updated_at = ?2
+                         WHERE received_at < ?1 AND customer != ''
+                           AND state IN ('replied', 'silent', 'failed')"
+                    ),
+                    params![content, now_ms],
+                )
+                .map_err(db)?;
+            let ids = c
+                .execute(
+                    "DELETE FROM messages WHERE received_at < ?1 AND customer = ''",
+                    [ids],
+                )
+                .map_err(db)?;
+            let statuses_gone = c
+                .execute("DELETE FROM statuses WHERE received_at < ?1", [statuses])
+                .map_err(db)?;
+            c.execute(
+                "DELETE FROM webhook_errors WHERE received_at < ?1",
+                [statuses],
+            )
+            .map_err(db)?;
+            Ok(super::Erased {
+                messages,
+                ids,
+                statuses: statuses_gone,
+                traces: 0,
+            })
+        })
+        .await
+    }
+
     /// Ends an unreadable turn as a dead letter, whatever its state says.
     async fn set_aside(&self, id: &str, reason: &str) -> Result<(), StoreError> {
         let (id, reason) = (id.to_string(), reason.to_string());
@@ -951,5 +1051,59 @@ mod tests {
         let t = store.turn("wamid.OLD").await.unwrap();
         assert_eq!((t.attempts, t.received_at_ms, t.waiting), (0, 7, None));
         assert_eq!(store.last_heard("3").await.unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn retention_erases_content_then_ids_and_keeps_unfinished_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let messages = [
+            message("wamid.OLD", "34611"),
+            message("wamid.OPEN", "34622"),
+        ];
+        store.accept(&messages, &[], &[]).await.unwrap();
+        let understood = Progress::Understood {
+            transcript: Some("where is my order"),
+            reply: "on its way",
+        };
+        store.advance("wamid.OLD", understood).await.unwrap();
+        let accepted = Progress::ReplyAccepted {
+            reply_id: "wamid.R",
+        };
+        store.advance("wamid.OLD", accepted).await.unwrap();
+        let config = StoreConfig::default();
+        let day = 86_400_000;
+        let now = super::now();
+
+        // Within the retention: nothing goes.
+        let e = store.sweep(&config, now + 29 * day).await.unwrap();
+        assert_eq!(e, crate::store::Erased::default());
+        // Past it: the finished turn's content goes, its id stays.
+        let e = store.sweep(&config, now + 31 * day).await.unwrap();
+        assert_eq!(e.messages, 1);
+        let old = store.turn("wamid.OLD").await.unwrap();
+        assert_eq!(old.message.from, "");
+        assert_eq!((old.transcript, old.reply_text), (None, None));
+        assert_eq!(
+            old.message.content,
+            Content::Unsupported {
+                kind: "erased".into()
+            }
+        );
+        assert_eq!(old.state, TurnState::Replied);
+        // A redelivery is still recognised.
+        let again = store.accept(&messages[..1], &[], &[]).await.unwrap();
+        assert_eq!(again, [false]);
+        // The unfinished turn is whole.
+        let open_turn = store.turn("wamid.OPEN").await.unwrap();
+        assert_eq!(open_turn.message.from, "34622");
+        // Past the id retention, the id goes too.
+        let e = store.sweep(&config, now + 61 * day).await.unwrap();
+        assert_eq!(e.ids, 1);
+        assert!(matches!(
+            store.turn("wamid.OLD").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.turn("wamid.OPEN").await.is_ok());
     }
 }

@@ -189,16 +189,26 @@ fn contact(from: &str) -> serde_json::Value {
 pub fn voice_note(wamid: &str, from: &str, media_id: &str) -> String {
     notification(
         json!([{
-            "from": from, "id": wamid, "timestamp": "1744344496", "type": "audio",
+            "from": from, "id": wamid, "timestamp": now_s(), "type": "audio",
             "audio": {"mime_type": "audio/ogg; codecs=opus", "sha256": "ignored-by-voxline", "id": media_id, "voice": true}
         }]),
         contact(from),
     )
 }
 
+/// Now, in Unix seconds, as Meta writes a message's `timestamp`: a
+/// message older than the inbox's replay horizon is dropped.
+pub fn now_s() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
 pub fn text(wamid: &str, from: &str, body: &str) -> String {
     notification(
-        json!([{"from": from, "id": wamid, "timestamp": "1744344496", "type": "text", "text": {"body": body}}]),
+        json!([{"from": from, "id": wamid, "timestamp": now_s(), "type": "text", "text": {"body": body}}]),
         contact(from),
     )
 }

@@ -52,6 +52,10 @@ pub struct WebhookState {
     pub inbox: Arc<dyn Inbox>,
     pub on_accepted: OnAccepted,
     pub ack_budget: AckBudget,
+    /// Messages sent longer ago than this are acknowledged and dropped:
+    /// Meta stops retrying well before, and the inbox forgets ids after
+    /// `[store] id_retention_days`, so an older one could only be a replay.
+    pub replay_horizon: std::time::Duration,
 }
 
 /// `/webhook`, ready to be merged into the service's router.
@@ -111,7 +115,18 @@ async fn notify(
             return (StatusCode::BAD_REQUEST, "malformed notification").into_response();
         }
     };
-    let delivery = notification.into_delivery(&state.phone_number_id);
+    let mut delivery = notification.into_delivery(&state.phone_number_id);
+    let oldest = std::time::SystemTime::now()
+        .checked_sub(state.replay_horizon)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    delivery.messages.retain(|m| {
+        let stale = m.timestamp < oldest;
+        if stale {
+            tracing::warn!(wamid = %m.id, sent = m.timestamp, "message older than the replay horizon: acknowledged and dropped");
+        }
+        !stale
+    });
     if delivery.skipped > 0 {
         tracing::info!(
             skipped = delivery.skipped,
