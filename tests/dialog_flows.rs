@@ -148,6 +148,37 @@ async fn a_delivery_change_is_confirmed_first_and_committed_on_yes() {
 }
 
 #[tokio::test]
+async fn a_yes_whose_turn_gave_up_commits_nothing_until_asked_again() {
+    use voxline::dialog::Dialog;
+    let shop = shop().await;
+    shop.text(MARIA, "Can you deliver order 1842 on Saturday instead?")
+        .await;
+    // The turn's dialog budget ran out: it stopped reading the reply before
+    // the dialog reached the commit.
+    let reply = shop
+        .stage
+        .respond(Message::text("wamid.lateyes", MARIA, "Yes"));
+    drop(reply.chunks);
+    let _ = reply.outcome.await;
+    assert!(
+        shop.store.changes().unwrap().is_empty(),
+        "a write landed after the customer was told to ask again"
+    );
+    // The customer says yes again: committed once, under that turn.
+    let (reply, _) = shop
+        .stage
+        .answer(Message::text("wamid.yes2", MARIA, "Yes"))
+        .await;
+    assert_eq!(
+        reply,
+        "Done: order 1842 now arrives on Saturday 28 November."
+    );
+    let log = shop.store.changes().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].confirmed_turn, "wamid.yes2");
+}
+
+#[tokio::test]
 async fn no_wait_cancels_and_a_later_yes_commits_nothing() {
     let shop = shop().await;
     let (reply, _) = shop.text(LUCIA, "Cancela mi pedido 2210").await;

@@ -262,9 +262,16 @@ impl<'a> Exchange<'a> {
         let today = Date::from_days(
             (now + i64::from(inner.config.utc_offset_minutes) * 60).div_euclid(86_400),
         );
-        let loaded = match msg.session.clone() {
-            Some(s) if s.number == msg.from => Ok(s),
-            _ => inner.sessions.load(&msg.from),
+        // Read again under the customer's lock: the snapshot loaded while
+        // the note was transcribed can predate what an earlier turn of the
+        // same customer saved since, and saving it would undo that.
+        let loaded = match (inner.sessions.load(&msg.from), msg.session.clone()) {
+            (Ok(s), _) => Ok(s),
+            (Err(e), Some(s)) if s.number == msg.from => {
+                tracing::warn!(error = %e, "session not read again; using the snapshot");
+                Ok(s)
+            }
+            (Err(e), _) => Err(e),
         };
         let session = match loaded {
             Ok(s) => s,
@@ -393,6 +400,13 @@ impl<'a> Exchange<'a> {
                     self.session.pending = Some(pending);
                     let text = self.render("confirm_again", &[]);
                     self.say(&text).await;
+                } else if self.tx.is_closed() {
+                    // The turn stopped listening (its dialog budget ran out
+                    // and the customer was told to ask again): no write may
+                    // land after that. The confirmation stays pending; the
+                    // next "yes" commits it.
+                    tracing::warn!(turn = %self.msg.id, "the turn gave up before the commit: nothing applied");
+                    self.session.pending = Some(pending);
                 } else {
                     self.commit(pending.change).await;
                 }
