@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use voxline::console::{self, ConsoleData, HandoffRow};
+use voxline::console::{self, ConsoleData, HandoffRow, OutboxRow, OutboxView};
 use voxline::pipeline::budget::{Action, BudgetStage, Budgets, ReloadStatus};
 use voxline::pipeline::trace::{Span, SpanOutcome, Stage, TurnEnd, TurnTrace};
 
@@ -244,6 +244,21 @@ impl ConsoleData for Fake {
             reason: "asked for a person: <b>now</b>".into(),
         }])
     }
+
+    async fn outbox(&self) -> Result<OutboxView, String> {
+        Ok(OutboxView {
+            paused: Some("Error validating access token: Session has expired".into()),
+            waiting: vec![OutboxRow {
+                message_id: "wamid.WAITING".into(),
+                customer: "34*******78".into(),
+                state: "transcribed".into(),
+                attempts: 3,
+                received_unix_ms: now_ms() - 90_000,
+                retry_at_unix_ms: Some(now_ms() + 2_000),
+                reason: "send failed: access token rejected (190)".into(),
+            }],
+        })
+    }
 }
 
 fn repo() -> PathBuf {
@@ -338,6 +353,7 @@ async fn an_operator_sees_a_new_turn_and_its_waterfall() {
         .arg(&base)
         .arg(TARGET)
         .env("CONSOLE_TOKEN", TOKEN)
+        .env("CONSOLE_EXPECT_OUTBOX", "wamid.WAITING")
         .env("CONSOLE_SCREENSHOT", &screenshot);
     let (ok, printed) =
         tokio::task::spawn_blocking(move || run_with_timeout(cmd, Duration::from_secs(90)))

@@ -475,6 +475,27 @@
       el('td', { class: 'wrap' }, h.reason))));
   }
 
+  function renderOutbox(view) {
+    const paused = $('paused');
+    paused.hidden = !view.paused;
+    paused.textContent = view.paused
+      ? `Sending is paused: the access token was rejected (${view.paused}). Load a new token (edit [whatsapp] access_token or send SIGHUP); nothing is lost meanwhile.`
+      : '';
+    const body = $('outbox').tBodies[0];
+    if (!view.waiting.length) {
+      body.replaceChildren(emptyRow(6, 'Nothing waits: every reply went out.'));
+      return;
+    }
+    const now = Date.now();
+    body.replaceChildren(...view.waiting.map((w) => el('tr', { 'data-message': w.message_id },
+      el('td', {}, w.message_id),
+      el('td', {}, w.customer),
+      el('td', { class: 'num' }, String(w.attempts)),
+      el('td', { class: 'num' }, waited(w.received_unix_ms)),
+      el('td', { class: 'num' }, w.retry_at_unix_ms ? `${Math.max(0, Math.round((w.retry_at_unix_ms - now) / 1000))} s` : '–'),
+      el('td', { class: 'wrap' }, w.reason))));
+  }
+
   // ---- polling -----------------------------------------------------------
 
   async function refreshTurns() {
@@ -491,14 +512,16 @@
   }
 
   async function refreshSlow() {
-    const [stats, budgets, handoffs] = await Promise.all([
+    const [stats, budgets, handoffs, outbox] = await Promise.all([
       api(`/console/api/stats?last=${STATS_LAST}`),
       api('/console/api/budgets'),
       api('/console/api/handoffs'),
+      api('/console/api/outbox'),
     ]);
     renderBudgets(budgets);
     renderStats(stats);
     renderHandoffs(handoffs);
+    renderOutbox(outbox);
   }
 
   async function poll() {

@@ -47,6 +47,32 @@ pub trait ConsoleData: Send + Sync {
     fn budgets(&self) -> (Arc<Budgets>, ReloadStatus);
     /// Conversations waiting for a person, oldest first.
     async fn handoffs(&self) -> Result<Vec<HandoffRow>, String>;
+    /// What waits in the outbox, and whether sending is paused.
+    async fn outbox(&self) -> Result<OutboxView, String> {
+        Ok(OutboxView::default())
+    }
+}
+
+/// The outbox as the console shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxView {
+    /// Why sending is paused (the access token was rejected), when it is.
+    pub paused: Option<String>,
+    /// Oldest first.
+    pub waiting: Vec<OutboxRow>,
+}
+
+/// A turn waiting to be tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub message_id: String,
+    /// Masked (`34*******78`).
+    pub customer: String,
+    pub state: String,
+    pub attempts: u32,
+    pub received_unix_ms: i64,
+    pub retry_at_unix_ms: Option<i64>,
+    pub reason: String,
 }
 
 /// A conversation handed to a person.
@@ -100,6 +126,7 @@ pub fn router(data: Arc<dyn ConsoleData>, access: OperatorAccess) -> Router {
         .route("/console/api/stats", get(stats_handler))
         .route("/console/api/budgets", get(budgets))
         .route("/console/api/handoffs", get(handoffs))
+        .route("/console/api/outbox", get(outbox))
         .with_state(Console { data })
         // route_layer, not layer: the guard must not reach the fallback, or
         // once merged into the service it would guard every unknown path.
@@ -258,6 +285,13 @@ async fn handoffs(State(c): State<Console>) -> Response {
     match c.data.handoffs().await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => failed("reading the hand-offs", e),
+    }
+}
+
+async fn outbox(State(c): State<Console>) -> Response {
+    match c.data.outbox().await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => failed("reading the outbox", e),
     }
 }
 

@@ -316,6 +316,7 @@ impl Service {
             .merge(crate::console::router(
                 Arc::new(ServiceConsole {
                     traces: store.clone(),
+                    channel: graph.clone(),
                     budgets: budgets.clone(),
                     sessions,
                 }),
@@ -469,6 +470,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// force and the dialog's hand-offs.
 struct ServiceConsole {
     traces: SqliteStore,
+    channel: Arc<dyn Channel>,
     budgets: BudgetHandle,
     sessions: Option<crate::dialog::session::SessionStore>,
 }
@@ -506,6 +508,25 @@ impl crate::console::ConsoleData for ServiceConsole {
             .iter()
             .filter_map(crate::console::HandoffRow::from_session)
             .collect())
+    }
+
+    async fn outbox(&self) -> Result<crate::console::OutboxView, String> {
+        let waiting = self.traces.waiting().await.map_err(|e| e.to_string())?;
+        Ok(crate::console::OutboxView {
+            paused: self.channel.paused(),
+            waiting: waiting
+                .into_iter()
+                .map(|t| crate::console::OutboxRow {
+                    customer: crate::channel::mask_number(&t.message.from),
+                    message_id: t.message.id,
+                    state: t.state.name().to_string(),
+                    attempts: t.attempts,
+                    received_unix_ms: t.received_at_ms,
+                    retry_at_unix_ms: t.retry_at_ms,
+                    reason: t.waiting.unwrap_or_default(),
+                })
+                .collect(),
+        })
     }
 }
 

@@ -121,6 +121,18 @@ try {
   const budgetRows = await page.locator('#budgets tbody tr').count();
   if (budgetRows === 0) throw new Error('the budgets table (#budgets) is empty');
 
+  const expectOutbox = process.env.CONSOLE_EXPECT_OUTBOX;
+  if (expectOutbox) {
+    step = 'reading the outbox';
+    await page.locator(`#outbox tbody tr[data-message="${expectOutbox}"]`).waitFor({ timeout: 5000 }).catch(() => {
+      throw new Error(`the outbox table has no row for ${expectOutbox}`);
+    });
+    const paused = page.locator('[data-testid="paused"]');
+    if (!(await paused.isVisible())) throw new Error('the paused-sending banner is not shown');
+    const text = (await paused.textContent()) || '';
+    if (!text.includes('access token')) throw new Error(`the banner does not say why: "${text}"`);
+  }
+
   step = 'taking the screenshot';
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
