@@ -213,7 +213,10 @@ pub async fn run_turn(
                     Ok(said) => said,
                     Err(later) => {
                         drop(typing);
-                        hold.disarm(&mut trace).await;
+                        // No answer is coming now: a holding message still
+                        // on its way (the Graph API is failing too) is
+                        // abandoned rather than sent late.
+                        hold.abandon();
                         return defer(ctx, &turn, later, None).await;
                     }
                 };
@@ -597,6 +600,14 @@ impl Hold {
     /// written to, and in which language.
     fn set_known(&self, quiet: bool, language: Option<String>) {
         self.known.send_replace(Some((quiet, language)));
+    }
+
+    /// Stops the timer and drops a holding message still on its way.
+    fn abandon(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 
     /// Stops the timer; waits for a holding message already on its way.
