@@ -11,7 +11,6 @@
 //! (100) and `CUSTOMERS` (20) size it. The exit code says whether it held.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;

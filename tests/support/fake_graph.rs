@@ -447,3 +447,15 @@ async fn upload(
         .insert(id.clone(), file.clone());
     Json(json!({"id": id})).into_response()
 }
+
+impl FakeGraph {
+    /// Waits until more than `n` messages were accepted; `false` when
+    /// `timeout` passed first. Returns as the send is recorded, before its
+    /// answer reaches the sender.
+    pub async fn sends_beyond(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.state.sends.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|&c| c > n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
