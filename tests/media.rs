@@ -886,3 +886,36 @@ fn damaged_files_never_panic() {
         }
     }
 }
+
+/// The fuzzers' findings (`fuzz/README.md`): float WAVs with NaN or huge
+/// samples panicked the resampler; MP4 tables, an MP4 sample size and a FLAC
+/// comment declared gigabytes that symphonia tried to allocate, which aborts
+/// the process. Each is now an error, whole and in small chunks; none
+/// panics. (An abort would end this test binary, so reaching the asserts is
+/// itself part of the check.)
+#[test]
+fn the_fuzzers_findings_are_errors_or_notes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/artifacts/decode");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let config = MediaConfig::default();
+        let whole = std::panic::catch_unwind(|| load(&bytes, &config));
+        let chunked = std::panic::catch_unwind(|| decode_in_chunks(&bytes, 7, &config));
+        assert!(whole.is_ok() && chunked.is_ok(), "{name} panicked");
+        if name.ends_with(".m4a") || name.ends_with(".flac") {
+            let error = whole.unwrap().unwrap_err();
+            assert!(
+                matches!(error, MediaError::Malformed { .. }),
+                "{name}: {error:?}"
+            );
+            assert!(chunked.unwrap().is_err(), "{name} decoded in chunks");
+        } else if let Ok(note) = whole.unwrap() {
+            // The float WAVs: whatever they hold comes out finite.
+            assert!(note.samples.iter().all(|s| s.is_finite()), "{name}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 7, "reproducers in {}", dir.display());
+}

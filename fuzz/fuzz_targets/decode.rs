@@ -3,18 +3,12 @@
 //! or symphonia (MP3, ADTS AAC, MP4/M4A, WAV, FLAC, Ogg Vorbis, Ogg FLAC),
 //! resamples and prepares. Any input gives a note that keeps the
 //! `PreparedNote` promises, or a `MediaError`.
-//!
-//! With `VOXLINE_FUZZ_SKIP_KNOWN=1`, inputs that reach a bug already
-//! reported are skipped (see `voxline_fuzz::known_bug`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use voxline::media;
 
 fuzz_target!(init: voxline_fuzz::init(), |data: &[u8]| {
-    if voxline_fuzz::known_bug(data).is_some() {
-        return;
-    }
     let config = voxline_fuzz::media_config();
     if let Ok(note) = media::load(data, &config) {
         voxline_fuzz::check_note(&note, &config);

@@ -8,15 +8,11 @@
 //!   push: the decoder's documentation promises "chunks of any size";
 //! - drives `NoteBuilder` chunk by chunk, as the pipeline's fetch does, and
 //!   checks the `PreparedNote` promises.
-//!
-//! With `VOXLINE_FUZZ_SKIP_KNOWN=1`, inputs that reach a bug already
-//! reported are skipped (see `voxline_fuzz::known_bug`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use voxline::media::decode::StreamDecoder;
 use voxline::media::{MediaConfig, MediaError, NoteBuilder, Pcm};
-use voxline_fuzz::KnownBug;
 
 /// The PCM a decoder produced: rate and channels of the first samples, and
 /// all samples.
@@ -78,10 +74,6 @@ fuzz_target!(init: voxline_fuzz::init(), |data: &[u8]| {
     let [small, large, note @ ..] = data else {
         return;
     };
-    let known_bug = voxline_fuzz::known_bug(note);
-    if known_bug == Some(KnownBug::DeclaredLength) {
-        return;
-    }
     let config = voxline_fuzz::media_config();
     let chunks = voxline_fuzz::chunks(*small, *large, note);
 
@@ -103,9 +95,6 @@ fuzz_target!(init: voxline_fuzz::init(), |data: &[u8]| {
         ),
     }
 
-    if known_bug == Some(KnownBug::FloatWav) {
-        return;
-    }
     let mut builder = NoteBuilder::new(&config);
     let built = chunks
         .iter()

@@ -24,6 +24,23 @@ const RATES: std::ops::RangeInclusive<u32> = 4_000..=384_000;
 /// which measured twice as fast as 1024 (2052 and 684 points).
 const CHUNK_FRAMES: usize = 768;
 
+/// Samples beyond this are clipped before resampling. Decoders give
+/// [-1, 1]; a float WAV may hold anything, and NaN, infinities or values
+/// near `f32::MAX` make the FFT produce NaN, which rubato refuses with a
+/// panic. 16 keeps any real signal's shape (24 dB of headroom) far from
+/// overflow.
+const HEADROOM: f32 = 16.0;
+
+/// A sample the filter can take: non-finite ones are silence, the rest
+/// clipped to the headroom.
+fn tame(sample: f32) -> f32 {
+    if sample.is_finite() {
+        sample.clamp(-HEADROOM, HEADROOM)
+    } else {
+        0.0
+    }
+}
+
 /// Downmixes and resamples a stream of interleaved PCM to 16 kHz mono.
 pub struct StreamResampler {
     input_rate: u32,
@@ -96,17 +113,15 @@ impl StreamResampler {
     /// Takes interleaved samples (any length, even part of a frame) and
     /// returns the 16 kHz mono samples that are ready.
     pub fn process(&mut self, interleaved: &[f32]) -> Vec<f32> {
-        let downmixed;
         let mono = if self.channels == 1 {
-            interleaved
+            interleaved.iter().copied().map(tame).collect()
         } else {
-            downmixed = self.downmix(interleaved);
-            &downmixed
+            self.downmix(interleaved)
         };
         self.input_frames += mono.len() as u64;
         let out = match &mut self.fft {
-            None => mono.to_vec(),
-            Some(stage) => stage.push(mono),
+            None => mono,
+            Some(stage) => stage.push(&mono),
         };
         self.output_frames += out.len() as u64;
         out
@@ -148,7 +163,8 @@ impl StreamResampler {
         let mut mono = Vec::with_capacity(input.len() / channels + 1);
         if !self.partial_frame.is_empty() {
             let n = (channels - self.partial_frame.len()).min(input.len());
-            self.partial_frame.extend_from_slice(&input[..n]);
+            self.partial_frame
+                .extend(input[..n].iter().copied().map(tame));
             input = &input[n..];
             if self.partial_frame.len() < channels {
                 return mono;
@@ -157,8 +173,9 @@ impl StreamResampler {
             self.partial_frame.clear();
         }
         let frames = input.chunks_exact(channels);
-        self.partial_frame.extend_from_slice(frames.remainder());
-        mono.extend(frames.map(|frame| frame.iter().sum::<f32>() * scale));
+        self.partial_frame
+            .extend(frames.remainder().iter().copied().map(tame));
+        mono.extend(frames.map(|frame| frame.iter().copied().map(tame).sum::<f32>() * scale));
         mono
     }
 }
@@ -215,6 +232,29 @@ mod tests {
         assert_eq!(r.process(&[1.0, 0.0, 0.5]), vec![0.5]);
         assert_eq!(r.process(&[0.5, -1.0, -1.0]), vec![0.5, -1.0]);
         assert!(r.finish().is_empty());
+    }
+
+    #[test]
+    fn nan_infinite_and_huge_samples_do_not_reach_the_filter() {
+        // A float WAV may carry any bit pattern; rubato panics on the NaN
+        // its FFT makes of them (found by fuzz/, finding 1).
+        let mut input = vec![0.25f32; 4_410];
+        input[7] = f32::NAN;
+        input[100] = f32::INFINITY;
+        input[200] = -3.0e38;
+        input[300] = 3.0e38;
+        for channels in [1, 2] {
+            let mut r = StreamResampler::new(22_050, channels).unwrap();
+            let mut out = r.process(&input);
+            out.extend(r.finish());
+            assert_eq!(out.len(), 3_200 / usize::from(channels));
+            assert!(out
+                .iter()
+                .all(|s| s.is_finite() && s.abs() <= 2.0 * HEADROOM));
+        }
+        let mut passthrough = StreamResampler::new(16_000, 1).unwrap();
+        let out = passthrough.process(&[f32::NAN, 1.0e30, -0.5]);
+        assert_eq!(out, vec![0.0, HEADROOM, -0.5]);
     }
 
     #[test]

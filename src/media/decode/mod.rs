@@ -24,6 +24,7 @@
 //! length header, ADTS AAC and an Ogg stream cut exactly at a page boundary
 //! carry no declared length, and decode to what arrived.
 
+mod guard;
 mod mp4;
 mod ogg_opus;
 mod symphonia;

@@ -22,6 +22,7 @@ use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::{Limit, MetadataOptions};
 use symphonia::core::probe::Hint;
 
+use super::guard::{self, Verdict};
 use super::mp4::EditList;
 use crate::media::{AudioFormat, MediaError, Pcm};
 
@@ -51,6 +52,12 @@ pub(crate) struct Streaming {
     worker: Option<JoinHandle<Result<Outcome, MediaError>>>,
     /// The worker's result, if it ended before `finish`.
     ended: Option<Result<Outcome, MediaError>>,
+    /// The first bytes, held back from symphonia until the lengths their
+    /// headers declare are checked (`guard`); `None` once passed on.
+    held: Option<Vec<u8>>,
+    /// Held bytes at which to check again: checking each time the held
+    /// bytes double keeps the work linear in the header's size.
+    check_at: usize,
 }
 
 impl Streaming {
@@ -81,6 +88,12 @@ impl Streaming {
             pcm: pcm_rx,
             worker: Some(worker),
             ended: None,
+            held: matches!(
+                format,
+                AudioFormat::Flac | AudioFormat::OggVorbis | AudioFormat::OggFlac
+            )
+            .then(Vec::new),
+            check_at: 0,
         })
     }
 
@@ -98,11 +111,38 @@ impl Streaming {
             }
             self.ended = Some(result);
         }
+        let Some(held) = &mut self.held else {
+            self.send(chunk.to_vec());
+            return Ok(());
+        };
+        held.extend_from_slice(chunk);
+        if held.len() < self.check_at {
+            return Ok(());
+        }
+        match guard::streamed_headers(self.format, held) {
+            Verdict::NeedMore => {
+                self.check_at = held.len().saturating_mul(2);
+                Ok(())
+            }
+            Verdict::Fine => {
+                let held = std::mem::take(held);
+                self.held = None;
+                self.send(held);
+                Ok(())
+            }
+            refused @ Verdict::Refuse(_) => {
+                let error = refused.at_end(self.format).unwrap_err();
+                self.ended = Some(Err(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    fn send(&self, bytes: Vec<u8>) {
         if let Some(chunks) = &self.chunks {
             // A worker that stopped (length cap reached) no longer reads.
-            let _ = chunks.send(chunk.to_vec());
+            let _ = chunks.send(bytes);
         }
-        Ok(())
     }
 
     /// PCM decoded so far.
@@ -112,6 +152,10 @@ impl Streaming {
 
     /// Closes the input and waits for the worker.
     pub(crate) fn finish(mut self) -> Result<(Option<Pcm>, Outcome), MediaError> {
+        if let Some(held) = self.held.take() {
+            guard::streamed_headers(self.format, &held).at_end(self.format)?;
+            self.send(held);
+        }
         self.chunks = None;
         let outcome = match self.ended.take() {
             Some(result) => result,
@@ -139,7 +183,10 @@ pub(crate) fn decode_buffered(
     limits: Limits,
 ) -> Result<(Option<Pcm>, Outcome), MediaError> {
     let edits = match format {
-        AudioFormat::Mp4 => EditList::read(&bytes),
+        AudioFormat::Mp4 => {
+            guard::mp4(&bytes)?;
+            EditList::read(&bytes)
+        }
         _ => None,
     };
     let mut parts = Vec::new();
