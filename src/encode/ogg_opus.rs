@@ -15,9 +15,6 @@ use crate::media::resample::{StreamResampler, TARGET_RATE};
 /// encoder runs at (RFC 7845 §4).
 pub const OPUS_RATE: u32 = 48_000;
 
-/// Rates libopus encodes at natively.
-const OPUS_RATES: [u32; 5] = [8_000, 12_000, 16_000, 24_000, 48_000];
-
 /// 20 ms frames: the usual choice for speech, and what WhatsApp sends.
 const FRAMES_PER_SECOND: u32 = 50;
 
@@ -48,7 +45,7 @@ pub struct NoteInfo {
 /// Mono PCM in, Ogg/Opus bytes out, page by page.
 pub struct VoiceNoteEncoder {
     opus: Encoder,
-    /// Rate libopus runs at, one of [`OPUS_RATES`].
+    /// Rate libopus runs at: always 16 kHz.
     rate: u32,
     /// Converts input at a rate libopus does not take to 16 kHz.
     resampler: Option<StreamResampler>,
@@ -71,8 +68,11 @@ impl VoiceNoteEncoder {
     /// Starts a note for mono audio at `input_rate`; the two header pages
     /// are returned by the first call to [`push`](Self::push).
     pub fn new(input_rate: u32, config: &EncodeConfig) -> Result<Self, EncodeError> {
-        let (rate, resampler) = if OPUS_RATES.contains(&input_rate) {
-            (input_rate, None)
+        // Every note is coded at 16 kHz, as WhatsApp's own voice notes are
+        // (some mobile clients refuse others); the bandwidth is wideband
+        // anyway (`max_bandwidth_hz`), so nothing audible is lost.
+        let (rate, resampler) = if input_rate == TARGET_RATE {
+            (TARGET_RATE, None)
         } else {
             let resampler =
                 StreamResampler::new(input_rate, 1).map_err(|e| EncodeError::SampleRate {
@@ -127,7 +127,7 @@ impl VoiceNoteEncoder {
             frames_per_page: page_ms * u64::from(FRAMES_PER_SECOND) / 1000,
             bytes_out: 0,
         };
-        encoder.write_headers(input_rate)?;
+        encoder.write_headers()?;
         Ok(encoder)
     }
 
@@ -248,13 +248,14 @@ impl VoiceNoteEncoder {
 
     /// The identification and comment headers, each on a page of its own
     /// (RFC 7845 §3).
-    fn write_headers(&mut self, input_rate: u32) -> Result<(), EncodeError> {
+    fn write_headers(&mut self) -> Result<(), EncodeError> {
         let mut head = Vec::with_capacity(19);
         head.extend_from_slice(b"OpusHead");
         head.push(1); // version
         head.push(1); // channels
         head.extend_from_slice(&self.pre_skip.to_le_bytes());
-        head.extend_from_slice(&input_rate.to_le_bytes());
+        // The rate the audio was coded at (informational, RFC 7845 §5.1).
+        head.extend_from_slice(&self.rate.to_le_bytes());
         head.extend_from_slice(&0i16.to_le_bytes()); // output gain
         head.push(0); // channel mapping family 0: mono or stereo, no table
         self.writer
@@ -321,7 +322,8 @@ mod tests {
 
     #[test]
     fn headers_follow_rfc_7845() {
-        let encoder = VoiceNoteEncoder::new(16_000, &EncodeConfig::default()).unwrap();
+        // Coded at 16 kHz whatever comes in (here Kokoro's 24 kHz).
+        let encoder = VoiceNoteEncoder::new(24_000, &EncodeConfig::default()).unwrap();
         let (bytes, info) = encoder.finish().unwrap();
         let mut reader = PacketReader::new(Cursor::new(&bytes));
         let head = reader.read_packet().unwrap().unwrap();
@@ -346,7 +348,7 @@ mod tests {
 
     #[test]
     fn pre_skip_is_the_lookahead_at_48_khz() {
-        for rate in OPUS_RATES {
+        for rate in [8_000, 16_000, 22_050, 24_000, 48_000] {
             let encoder = VoiceNoteEncoder::new(rate, &EncodeConfig::default()).unwrap();
             // libopus: 2.5 ms of delay plus 4 ms of compensation, at any rate.
             assert_eq!(encoder.pre_skip(), 312, "at {rate} Hz");
