@@ -86,9 +86,12 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Print what the fast intent path makes of each text.
+    /// Print what the fast intent path makes of each text; `intent eval`
+    /// and `intent label` below.
+    #[command(args_conflicts_with_subcommands = true)]
     Intent {
-        #[arg(required = true)]
+        #[command(subcommand)]
+        command: Option<IntentCommand>,
         texts: Vec<String>,
         /// Language (en, es, it, pt); detected when absent.
         #[arg(long)]
@@ -149,6 +152,26 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum IntentCommand {
+    /// Accuracy, macro-F1 and confident-wrong rate per language on labelled
+    /// messages (`lang <TAB> text <TAB> intent` lines).
+    Eval {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also list the misses (only for a development set: reading a test
+        /// set's misses makes it training data).
+        #[arg(long)]
+        misses: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the right intent of a customer's message (its WhatsApp id):
+    /// appended to the intents' `learned/labels.tsv`; the running service
+    /// retrains within a second or two.
+    Label { message_id: String, intent: String },
 }
 
 #[derive(Subcommand)]
@@ -285,7 +308,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve { sandbox: false } => serve(cli.config.as_deref()),
         Command::Serve { sandbox: true } => serve_sandbox(config),
-        Command::Intent { texts, lang, json } => {
+        Command::Intent {
+            command: Some(command),
+            ..
+        } => intent_command(config, command),
+        Command::Intent {
+            command: None,
+            texts,
+            lang,
+            json,
+        } => {
+            anyhow::ensure!(!texts.is_empty(), "give at least one text to classify");
             let dialog = dialog_config(&config)?;
             voxline::dialog::cli::intent(
                 &dialog,
@@ -432,6 +465,73 @@ fn forget(mut config: Config, number: &str) -> Result<ExitCode> {
         sessions
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn intent_command(mut config: Config, command: IntentCommand) -> Result<ExitCode> {
+    use voxline::dialog::intent::{self, eval};
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let dialog = config.dialog();
+    match command {
+        IntentCommand::Eval {
+            files,
+            misses,
+            json,
+        } => {
+            let model = voxline::dialog::cli::intent_model(&dialog)?;
+            let mut samples = Vec::new();
+            for file in &files {
+                samples.extend(eval::read_samples(file).map_err(|e| anyhow::anyhow!(e))?);
+            }
+            let mut report = eval::evaluate(&model, &samples);
+            if !misses {
+                report.misses.clear();
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::table(&report));
+                for m in &report.misses {
+                    println!(
+                        "miss {} {:?}: {} ({:.2}{}), want {}",
+                        m.lang,
+                        m.text,
+                        m.got,
+                        m.confidence,
+                        if m.acted { ", acted" } else { "" },
+                        m.want
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IntentCommand::Label { message_id, intent } => {
+            use voxline::store::Queue;
+            let model = voxline::dialog::cli::intent_model(&dialog)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let turn = runtime.block_on(async {
+                let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+                store.turn(&message_id).await
+            })?;
+            let text = match (&turn.message.content, &turn.transcript) {
+                (_, Some(transcript)) => transcript.clone(),
+                (voxline::channel::Content::Text { body }, None) => body.clone(),
+                _ => String::new(),
+            };
+            let dir = dialog.data_dir.join("intents");
+            let label = intent::record_label(&model, &dir, &message_id, &text, &intent)?;
+            println!(
+                "{}: {:?} ({}) labelled {}; in {}",
+                label.message_id,
+                label.text,
+                label.lang,
+                label.intent,
+                dir.join(intent::LABELS_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {

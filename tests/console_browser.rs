@@ -391,6 +391,16 @@ async fn a_turn_the_service_just_ran_shows_in_its_console() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::config_for(&graph, dir.path());
     config.service.operator_token = Some(voxline::channel::whatsapp::Secret::new(TOKEN));
+    // The operator teaches this turn's intent below: on a copy of the data.
+    let data = dir.path().join("dialog-data");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&config.dialog.data_dir)
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    config.dialog.data_dir = data.clone();
     let service = support::start(&config, support::FixedStt::new(" Where is my order 1842?")).await;
     graph.add_media(
         "media-order",
@@ -413,6 +423,7 @@ async fn a_turn_the_service_just_ran_shows_in_its_console() {
         .arg("wamid.CONSOLE1")
         .env("CONSOLE_TOKEN", TOKEN)
         .env("CONSOLE_EXPECT_STAGES", "fetch,stt,dialog,tts,upload,send")
+        .env("CONSOLE_TEACH", "complaint")
         .env("CONSOLE_SCREENSHOT", &screenshot);
     let (ok, printed) =
         tokio::task::spawn_blocking(move || run_with_timeout(cmd, Duration::from_secs(90)))
@@ -421,6 +432,16 @@ async fn a_turn_the_service_just_ran_shows_in_its_console() {
     service.stop().await.unwrap();
     assert!(ok, "the browser test failed:\n{printed}");
     assert!(printed.contains("console browser test: ok"), "{printed}");
+    // The label the operator chose is on disk, with the transcript.
+    let labels = std::fs::read_to_string(
+        data.join("intents")
+            .join(voxline::dialog::intent::LABELS_FILE),
+    )
+    .expect("no labels file");
+    assert!(
+        labels.contains("Where is my order 1842?\tcomplaint\twamid.CONSOLE1\t"),
+        "{labels}"
+    );
     let png = std::fs::read(&screenshot).expect("no screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
 }

@@ -39,12 +39,16 @@ fn config() -> DialogConfig {
 }
 
 async fn shop() -> Shop {
+    shop_with(config()).await
+}
+
+async fn shop_with(config: DialogConfig) -> Shop {
     let seed = Seed::load(&bundled_data().join("catalogue.toml")).unwrap();
     let store = EmbeddedStore::in_memory(&seed, today()).unwrap();
     let clock = Arc::new(AtomicI64::new(NOW));
     let c = clock.clone();
     let stage = DialogStage::with_parts(
-        config(),
+        config,
         Arc::new(store.clone()),
         SessionStore::in_memory().unwrap(),
         Arc::new(move || c.load(Ordering::SeqCst)),
@@ -480,4 +484,90 @@ async fn shop_questions_are_answered_from_the_knowledge_base() {
         reply.starts_with("Puedes devolver cualquier artículo sin usar"),
         "{reply}"
     );
+}
+
+#[tokio::test]
+async fn an_unsure_change_is_asked_about_and_a_yes_goes_on_to_the_proposal() {
+    // Every careful intent below certainty is asked about.
+    let mut config = config();
+    config.thresholds.write_from = 1.01;
+    let shop = shop_with(config).await;
+    let (reply, outcome) = shop.text(LUCIA, "cancela el pedido 2210").await;
+    assert_eq!(reply, "¿Quieres cancelar tu pedido 2210, o es otra cosa?");
+    assert_eq!(outcome.intent, "cancel_order");
+    assert!(!outcome.fast_path, "{outcome:?}");
+    assert!(outcome.actions.is_empty(), "{:?}", outcome.actions);
+    let (reply, outcome) = shop.text(LUCIA, "sí").await;
+    assert!(reply.contains("2210") && reply.contains("sí"), "{reply}");
+    assert!(
+        matches!(outcome.actions.as_slice(), [Action::Proposed { .. }]),
+        "{:?}",
+        outcome.actions
+    );
+    let (_, outcome) = shop.text(LUCIA, "sí").await;
+    assert!(
+        matches!(outcome.actions.as_slice(), [Action::Committed { .. }]),
+        "{:?}",
+        outcome.actions
+    );
+    let order = shop.store.order(LUCIA, "2210").await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Cancelled);
+
+    // Anything but yes is a new message, and nothing is proposed.
+    let (reply, _) = shop.text(MARIA, "cancel order 1842").await;
+    assert!(
+        reply.starts_with("Do you want to cancel your order 1842"),
+        "{reply}"
+    );
+    let (_, outcome) = shop.text(MARIA, "where is my order?").await;
+    assert_eq!(outcome.intent, "order_status");
+    assert!(outcome.actions.is_empty(), "{:?}", outcome.actions);
+}
+
+#[tokio::test]
+async fn an_operators_label_is_learned_on_reload() {
+    let data = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    copy(&bundled_data(), &data.path().join("data"));
+    let config = DialogConfig {
+        data_dir: data.path().join("data"),
+        ..DialogConfig::default()
+    };
+    let shop = shop_with(config).await;
+    let phrase = "the zorblax thingy never turned up at mine, sort it";
+    let before = shop.stage.intents().classify(phrase, Some("en"));
+    assert_ne!(before.intent, "complaint", "{before:?}");
+    let stop = tokio_util::sync::CancellationToken::new();
+    shop.stage.watch_labels(stop.clone());
+    let label = voxline::dialog::intent::Label {
+        lang: "en".into(),
+        text: phrase.into(),
+        intent: "complaint".into(),
+        message_id: "wamid.labelled".into(),
+        at: NOW,
+    };
+    voxline::dialog::intent::append_label(&data.path().join("data/intents"), &label).unwrap();
+    // The watcher polls every second; retraining takes well under one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let after = loop {
+        let c = shop.stage.intents().classify(phrase, Some("en"));
+        if c.learned || std::time::Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    assert_eq!(after.intent, "complaint", "{after:?}");
+    assert!(after.learned && after.fast_path, "{after:?}");
+    // The turn uses the new model too.
+    let (_, outcome) = shop.text(MARIA, phrase).await;
+    assert_eq!(outcome.intent, "complaint");
 }

@@ -15,6 +15,8 @@
     selected: null, // a message id the operator clicked; null follows the newest
     budgets: {}, // stage name -> ms, in force
     tick: 0,
+    intents: null, // what a turn can be labelled with; [] when nothing can be taught
+    labelFor: null, // the message id the label control was last set for
   };
 
   // ---- DOM helpers -------------------------------------------------------
@@ -82,9 +84,15 @@
     }
   }
 
-  async function api(path) {
+  async function api(path, body) {
     const headers = token ? { Authorization: `Bearer ${token}` } : {};
-    const res = await fetch(path, { headers, cache: 'no-store' });
+    const init = { headers, cache: 'no-store' };
+    if (body !== undefined) {
+      init.method = 'POST';
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
     if (!res.ok) throw new HttpError(res.status, await res.text());
     return res.json();
   }
@@ -368,7 +376,41 @@
     row('errors', errorsOf(turn).join('; '));
     row('note', turn.note);
     $('turn-detail').replaceChildren(...detail);
+    renderLabel(turn);
   }
+
+  // ---- teaching the classifier a turn's intent ---------------------------
+
+  // Shown for turns with something to learn from (a text or a transcript)
+  // when the service has intents; reset only when another turn is shown, so
+  // the refresh every second does not undo the operator's choice.
+  function renderLabel(turn) {
+    const box = $('label-box');
+    const teachable = state.intents && state.intents.length > 0 && turn.intent;
+    box.hidden = !teachable;
+    if (!teachable || state.labelFor === turn.message_id) return;
+    state.labelFor = turn.message_id;
+    const select = $('label-intent');
+    select.replaceChildren(...state.intents.map((i) => el('option', { value: i }, i)));
+    select.value = turn.intent;
+    $('label-status').textContent = '';
+  }
+
+  $('label-save').addEventListener('click', async () => {
+    const turn = current();
+    if (!turn) return;
+    const intent = $('label-intent').value;
+    const status = $('label-status');
+    status.textContent = 'saving…';
+    try {
+      const done = await api('/console/api/label', { message_id: turn.message_id, intent });
+      status.textContent = `learned: “${done.text}” (${done.lang}) is ${done.intent}`;
+    } catch (e) {
+      let reason = e.message;
+      try { reason = JSON.parse(reason.replace(/^\d+: /, '')).error || reason; } catch (_) { /* plain text */ }
+      status.textContent = `not saved: ${reason}`;
+    }
+  });
 
   // ---- stats -------------------------------------------------------------
 
@@ -526,6 +568,7 @@
 
   async function poll() {
     try {
+      if (state.intents === null) state.intents = await api('/console/api/intents');
       // Budgets first on the first round, so the first waterfall has them.
       if (state.tick === 0) await refreshSlow();
       const changed = await refreshTurns();

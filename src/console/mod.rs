@@ -12,6 +12,8 @@
 //!   turns (default 200, at most 2000).
 //! - `GET /console/api/budgets`: the budgets in force and the last reload.
 //! - `GET /console/api/handoffs`: the conversations waiting for a person.
+//! - `GET /console/api/intents` and `POST /console/api/label` (`{"message_id",
+//!   "intent"}`): the operator teaches the classifier a turn's right intent.
 //!
 //! What it reads comes through [`ConsoleData`], so the console knows
 //! nothing of the store or the sessions. Every console route needs the
@@ -51,6 +53,33 @@ pub trait ConsoleData: Send + Sync {
     async fn outbox(&self) -> Result<OutboxView, String> {
         Ok(OutboxView::default())
     }
+    /// The intents a turn can be labelled with; none when this service
+    /// has no intents to teach.
+    fn intents(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Records that the message `message_id` meant `intent`; the classifier
+    /// retrains on it. `Err` says why not, for the operator.
+    async fn label(&self, message_id: &str, intent: &str) -> Result<LabelDone, String> {
+        let _ = (message_id, intent);
+        Err("this service has no intents to teach".into())
+    }
+}
+
+/// A label recorded from the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelDone {
+    pub message_id: String,
+    pub intent: String,
+    pub lang: String,
+    pub text: String,
+}
+
+/// `POST /console/api/label`'s body.
+#[derive(Debug, Deserialize)]
+struct LabelRequest {
+    message_id: String,
+    intent: String,
 }
 
 /// The outbox as the console shows it.
@@ -127,6 +156,8 @@ pub fn router(data: Arc<dyn ConsoleData>, access: OperatorAccess) -> Router {
         .route("/console/api/budgets", get(budgets))
         .route("/console/api/handoffs", get(handoffs))
         .route("/console/api/outbox", get(outbox))
+        .route("/console/api/intents", get(intents))
+        .route("/console/api/label", axum::routing::post(label))
         .with_state(Console { data })
         // route_layer, not layer: the guard must not reach the fallback, or
         // once merged into the service it would guard every unknown path.
@@ -199,6 +230,23 @@ async fn page() -> Response {
         res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }
     res
+}
+
+async fn intents(State(c): State<Console>) -> Response {
+    Json(c.data.intents()).into_response()
+}
+
+/// Labels a turn's intent. A refusal (unknown intent, a message without
+/// text) is 422 with the reason, so the page can show it.
+async fn label(State(c): State<Console>, Json(req): Json<LabelRequest>) -> Response {
+    match c.data.label(&req.message_id, &req.intent).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "error": e })),
+        )
+            .into_response(),
+    }
 }
 
 fn failed(what: &str, e: String) -> Response {

@@ -75,6 +75,10 @@ pub struct Collected {
     pub product: Option<String>,
     /// The intent waiting for a missing slot ("which day?").
     pub awaiting_slot_for: Option<String>,
+    /// The careful intent the customer was asked about ("Do you want to
+    /// cancel your order?"); a yes next is that intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clarifying: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

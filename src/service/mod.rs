@@ -214,12 +214,14 @@ impl Service {
         let mut sessions = None;
         let mut retained_sessions = None;
         let mut tts = None;
+        let mut learning = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
                 let stage = DialogStage::open(config.dialog())
                     .await
                     .map_err(|e| ServeError::Dialog(Box::new(e)))?;
                 sessions = Some(stage.sessions().clone());
+                learning = Some(stage.clone());
                 retained_sessions = Some(stage.sessions().clone());
                 operator = Some(crate::dialog::operator::router(
                     stage.sessions().clone(),
@@ -319,6 +321,7 @@ impl Service {
                     channel: graph.clone(),
                     budgets: budgets.clone(),
                     sessions,
+                    dialog: learning.clone(),
                 }),
                 access,
             ))
@@ -333,6 +336,10 @@ impl Service {
             .map_err(|source| ServeError::Listen { addr, source })?;
         let stop = CancellationToken::new();
         tokio::spawn(count_outbox(store.clone(), stop.clone()));
+        // Operators' intent labels retrain the fast path as they arrive.
+        if let Some(stage) = learning {
+            stage.watch_labels(stop.clone());
+        }
         tokio::spawn(retention(
             store.clone(),
             retained_sessions,
@@ -473,10 +480,54 @@ struct ServiceConsole {
     channel: Arc<dyn Channel>,
     budgets: BudgetHandle,
     sessions: Option<crate::dialog::session::SessionStore>,
+    /// The dialog stage, whose classifier operators teach.
+    dialog: Option<DialogStage>,
 }
 
 #[async_trait::async_trait]
 impl crate::console::ConsoleData for ServiceConsole {
+    fn intents(&self) -> Vec<String> {
+        self.dialog.as_ref().map_or_else(Vec::new, |d| {
+            d.intents()
+                .specs()
+                .iter()
+                .map(|s| s.intent.clone())
+                .collect()
+        })
+    }
+
+    async fn label(
+        &self,
+        message_id: &str,
+        intent: &str,
+    ) -> Result<crate::console::LabelDone, String> {
+        use crate::store::Queue;
+        let Some(dialog) = self.dialog.clone() else {
+            return Err("this service has no intents to teach".into());
+        };
+        let turn = self
+            .traces
+            .turn(message_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = match (&turn.message.content, &turn.transcript) {
+            (_, Some(transcript)) => transcript.clone(),
+            (crate::channel::Content::Text { body }, None) => body.clone(),
+            _ => String::new(),
+        };
+        let (id, intent) = (message_id.to_string(), intent.to_string());
+        let label = tokio::task::spawn_blocking(move || dialog.label(&id, &text, &intent))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(crate::console::LabelDone {
+            message_id: label.message_id,
+            intent: label.intent,
+            lang: label.lang,
+            text: label.text,
+        })
+    }
+
     async fn recent_turns(
         &self,
         limit: usize,

@@ -133,6 +133,27 @@ try {
     if (!text.includes('access token')) throw new Error(`the banner does not say why: "${text}"`);
   }
 
+  const teach = process.env.CONSOLE_TEACH;
+  if (teach) {
+    step = `teaching the turn's intent (${teach})`;
+    const box = page.locator('[data-testid="label-box"]');
+    await box.waitFor({ state: 'visible', timeout: 5000 }).catch(() => {
+      throw new Error('the label control is not shown for the selected turn');
+    });
+    await page.locator('[data-testid="label-intent"]').selectOption(teach);
+    await page.locator('[data-testid="label-save"]').click();
+    const status = page.locator('[data-testid="label-status"]');
+    await page.waitForFunction(
+      () => /learned|not saved/.test(document.querySelector('[data-testid="label-status"]')?.textContent || ''),
+      null,
+      { timeout: 5000 },
+    ).catch(() => {});
+    const said = ((await status.textContent()) || '').trim();
+    if (!said.startsWith('learned') || !said.includes(teach)) {
+      throw new Error(`teaching ${teach} was not confirmed; the page says "${said}"`);
+    }
+  }
+
   step = 'taking the screenshot';
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });

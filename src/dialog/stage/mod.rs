@@ -63,7 +63,10 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 struct Inner {
     config: DialogConfig,
-    intents: IntentModel,
+    /// Swapped whole when operators' labels change (see
+    /// [`DialogStage::reload_intents`]).
+    intents: std::sync::RwLock<Arc<IntentModel>>,
+    lexicon: Lexicon,
     templates: Templates,
     commerce: Arc<dyn Commerce>,
     sessions: SessionStore,
@@ -80,6 +83,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct DialogStage {
     inner: Arc<Inner>,
+}
+
+impl Inner {
+    fn intents(&self) -> Arc<IntentModel> {
+        self.intents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 fn system_now() -> i64 {
@@ -120,7 +132,8 @@ impl DialogStage {
                 Lexicon::default()
             }
         };
-        let mut intents = IntentModel::load(&data.join("intents"), lexicon, config.thresholds)?;
+        let mut intents =
+            IntentModel::load(&data.join("intents"), lexicon.clone(), config.thresholds)?;
         intents.detect_among(&config.languages);
         let templates = Templates::load(&data.join("templates"))?;
         // Everything voxline says must exist in every language it serves.
@@ -157,7 +170,8 @@ impl DialogStage {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                intents,
+                intents: std::sync::RwLock::new(Arc::new(intents)),
+                lexicon,
                 templates,
                 commerce,
                 sessions,
@@ -171,8 +185,75 @@ impl DialogStage {
         })
     }
 
-    pub fn intents(&self) -> &IntentModel {
-        &self.inner.intents
+    /// The intent model in force.
+    pub fn intents(&self) -> Arc<IntentModel> {
+        self.inner.intents()
+    }
+
+    /// Retrains the intent model from the data folder, the operators'
+    /// labels included, and puts it in force for the turns that start
+    /// after. A model that fails to load leaves the old one in force.
+    pub fn reload_intents(&self) -> Result<usize, DialogError> {
+        let inner = &self.inner;
+        let dir = inner.config.data_dir.join("intents");
+        let mut model = IntentModel::load(&dir, inner.lexicon.clone(), inner.config.thresholds)?;
+        model.detect_among(&inner.config.languages);
+        let labels = super::intent::read_labels(&dir)?.len();
+        *inner.intents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
+        Ok(labels)
+    }
+
+    /// Records an operator's label: message `message_id`, whose text (or
+    /// transcript) is `text`, meant `intent`. The watcher
+    /// ([`Self::watch_labels`]) retrains on it.
+    pub fn label(
+        &self,
+        message_id: &str,
+        text: &str,
+        intent: &str,
+    ) -> Result<super::intent::Label, DialogError> {
+        let dir = self.inner.config.data_dir.join("intents");
+        Ok(super::intent::record_label(
+            &self.intents(),
+            &dir,
+            message_id,
+            text,
+            intent,
+        )?)
+    }
+
+    /// Retrains whenever the operators' labels file changes (or on SIGHUP),
+    /// until `stop`.
+    pub fn watch_labels(&self, stop: tokio_util::sync::CancellationToken) {
+        let stage = self.clone();
+        let path = self
+            .inner
+            .config
+            .data_dir
+            .join("intents")
+            .join(super::intent::LABELS_FILE);
+        // Stamped now, so a label written right after this call is a change.
+        let mut changes = crate::pipeline::budget::changes(path, std::time::Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                let why = tokio::select! {
+                    () = stop.cancelled() => return,
+                    why = changes.next() => why,
+                };
+                // Training takes a fraction of a second of CPU.
+                let reloaded = {
+                    let stage = stage.clone();
+                    tokio::task::spawn_blocking(move || stage.reload_intents()).await
+                };
+                match reloaded {
+                    Ok(Ok(labels)) => tracing::info!(why, labels, "intent model retrained"),
+                    Ok(Err(e)) => {
+                        tracing::error!(why, error = %e, "intent model not retrained; the old one stays")
+                    }
+                    Err(e) => tracing::error!(why, error = %e, "intent retraining failed"),
+                }
+            }
+        });
     }
 
     pub fn sessions(&self) -> &SessionStore {
@@ -288,7 +369,7 @@ impl<'a> Exchange<'a> {
         } else {
             None
         });
-        let c = inner.intents.classify(&msg.text, language);
+        let c = inner.intents().classify(&msg.text, language);
         let lang = c.language.clone();
         let mut t = Exchange {
             inner,
@@ -424,9 +505,13 @@ impl<'a> Exchange<'a> {
             self.prefix = Some(cancelled);
         }
 
+        self.take_clarified(&folded);
         self.fill_awaited_slot();
         self.track_confidence().await;
         if self.session.handoff.is_some() {
+            return;
+        }
+        if self.ask_to_clarify().await {
             return;
         }
 
@@ -444,6 +529,50 @@ impl<'a> Exchange<'a> {
             },
         };
         self.finish(answer).await;
+    }
+
+    /// A yes to "do you want to cancel your order?" is that intent, with
+    /// the order the question named.
+    fn take_clarified(&mut self, folded: &str) {
+        let Some(asked) = self.session.slots.clarifying.take() else {
+            return;
+        };
+        if self.inner.words.yes.iter().any(|w| w == folded) {
+            self.c.intent = asked;
+            self.c.fast_path = true;
+            self.c.clarify = None;
+            self.c.confidence = self
+                .c
+                .confidence
+                .max(self.inner.config.thresholds.write_from);
+        }
+    }
+
+    /// A careful intent the classifier is not sure of (a write, checkout)
+    /// is asked about instead of acted on: "Do you want to cancel your
+    /// order 2210, or is it something else?". `false` when there is nothing
+    /// to ask, or no question for that intent in the templates.
+    async fn ask_to_clarify(&mut self) -> bool {
+        let Some(intent) = self.c.clarify.clone().filter(|_| !self.c.fast_path) else {
+            return false;
+        };
+        let key = format!("clarify_{intent}");
+        let order = self
+            .c
+            .slots
+            .order
+            .as_ref()
+            .map_or(String::new(), |o| format!(" {o}"));
+        let text = self.render(&key, &[("order", &order)]);
+        if text == key {
+            return false;
+        }
+        if let Some(o) = &self.c.slots.order {
+            self.session.slots.order = Some(o.clone());
+        }
+        self.session.slots.clarifying = Some(intent);
+        self.finish(Answer::done(text)).await;
+        true
     }
 
     /// A reply to "which day?" or "which order?" is read as the awaited

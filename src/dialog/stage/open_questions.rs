@@ -160,7 +160,7 @@ impl Exchange<'_> {
                     if sentence.is_empty() {
                         continue;
                     }
-                    let sentence = match in_language(&sentence, &self.lang, &self.inner.intents) {
+                    let sentence = match in_language(&sentence, &self.lang, &self.inner.intents()) {
                         Ok(s) if s.trim().is_empty() => continue,
                         Ok(s) => s,
                         Err(v) => {
