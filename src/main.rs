@@ -491,15 +491,7 @@ fn intent_command(mut config: Config, command: IntentCommand) -> Result<ExitCode
             } else {
                 print!("{}", eval::table(&report));
                 for m in &report.misses {
-                    println!(
-                        "miss {} {:?}: {} ({:.2}{}), want {}",
-                        m.lang,
-                        m.text,
-                        m.got,
-                        m.confidence,
-                        if m.acted { ", acted" } else { "" },
-                        m.want
-                    );
+                    println!("miss {m}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -514,13 +506,9 @@ fn intent_command(mut config: Config, command: IntentCommand) -> Result<ExitCode
                 let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
                 store.turn(&message_id).await
             })?;
-            let text = match (&turn.message.content, &turn.transcript) {
-                (_, Some(transcript)) => transcript.clone(),
-                (voxline::channel::Content::Text { body }, None) => body.clone(),
-                _ => String::new(),
-            };
             let dir = dialog.data_dir.join("intents");
-            let label = intent::record_label(&model, &dir, &message_id, &text, &intent)?;
+            let text = turn.said().unwrap_or_default();
+            let label = intent::record_label(&model, &dir, &message_id, text, &intent)?;
             println!(
                 "{}: {:?} ({}) labelled {}; in {}",
                 label.message_id,

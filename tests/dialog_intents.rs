@@ -60,15 +60,19 @@ fn date_label(d: DateRef) -> String {
     }
 }
 
-#[test]
-fn labelled_set_is_held_out_from_training() {
-    let m = model();
-    let training: HashSet<String> = m
-        .specs()
+/// Every training example, folded.
+fn training_texts(m: &IntentModel) -> HashSet<String> {
+    m.specs()
         .iter()
         .flat_map(|s| s.examples.values().flatten())
         .map(|e| fold(e))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn labelled_set_is_held_out_from_training() {
+    let m = model();
+    let training = training_texts(&m);
     let set = labelled();
     assert!(set.len() >= 300, "only {} labelled utterances", set.len());
     let leaked: Vec<&str> = set
@@ -208,12 +212,7 @@ fn blind(name: &str) -> Vec<voxline::dialog::intent::eval::Sample> {
 #[test]
 fn blind_sets_are_held_out_from_training() {
     let m = model();
-    let training: HashSet<String> = m
-        .specs()
-        .iter()
-        .flat_map(|s| s.examples.values().flatten())
-        .map(|e| fold(e))
-        .collect();
+    let training = training_texts(&m);
     // Development sets may share common phrases with the training data
     // ("thanks a lot, bye!"). The blind test set was written without seeing
     // the training data, so a shared line is a coincidence of a common
@@ -251,15 +250,7 @@ fn score(name: &str, floor_accuracy: f64, ceiling_confident_wrong: f64) {
     println!("{name}\n{}", eval::table(&report));
     if name == "dev.tsv" {
         for m in &report.misses {
-            println!(
-                "  miss {} {:?}: {} ({:.2}{}), want {}",
-                m.lang,
-                m.text,
-                m.got,
-                m.confidence,
-                if m.acted { ", acted" } else { "" },
-                m.want
-            );
+            println!("  miss {m}");
         }
     }
     for (lang, f) in &report.figures {

@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,27 +85,10 @@ impl Server {
         // no budget may cut this turn short or add a holding message.
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, generous_budgets_toml()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxline"));
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env("VOXLINE_MODELS_DIR", crate_dir().join("models"))
-            .env("RUST_LOG", "info,whisper_rs=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            );
-        for (k, v) in env_for(graph, data_dir) {
-            cmd.env(k, v);
-        }
-        cmd.env("VOXLINE_ADDR", format!("127.0.0.1:{port}"));
         Self {
-            child: cmd.spawn().unwrap(),
+            child: serve_command(graph, data_dir, &config, log, port)
+                .spawn()
+                .unwrap(),
             port,
         }
     }

@@ -510,11 +510,7 @@ impl crate::console::ConsoleData for ServiceConsole {
             .turn(message_id)
             .await
             .map_err(|e| e.to_string())?;
-        let text = match (&turn.message.content, &turn.transcript) {
-            (_, Some(transcript)) => transcript.clone(),
-            (crate::channel::Content::Text { body }, None) => body.clone(),
-            _ => String::new(),
-        };
+        let text = turn.said().unwrap_or_default().to_string();
         let (id, intent) = (message_id.to_string(), intent.to_string());
         let label = tokio::task::spawn_blocking(move || dialog.label(&id, &text, &intent))
             .await

@@ -182,6 +182,18 @@ pub struct Turn {
     pub reply_voice: Option<Vec<u8>>,
 }
 
+impl Turn {
+    /// What the customer said: the transcript of a voice note, or a text
+    /// message's body; `None` for anything else, or before transcription.
+    pub fn said(&self) -> Option<&str> {
+        match (&self.message.content, &self.transcript) {
+            (_, Some(transcript)) => Some(transcript),
+            (crate::channel::Content::Text { body }, None) => Some(body),
+            _ => None,
+        }
+    }
+}
+
 /// A step forward in a turn.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {

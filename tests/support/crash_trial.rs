@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use voxline::store::sqlite::SqliteStore;
 use voxline::store::{Queue, StoreConfig, TurnState};
 
 use crate::support::fake_graph::{FakeGraph, Sent};
-use crate::support::{crate_dir, env_for, fixture, text, voice_note, APP_SECRET};
+use crate::support::{fixture, serve_command, text, voice_note, APP_SECRET};
 
 /// The voice notes' recordings: customer `c` sends `NOTES[c % 3]`.
 const NOTES: &[&str] = &[
@@ -894,27 +894,10 @@ impl Server {
         port: u16,
         what: &str,
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxline"));
-        cmd.arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env("VOXLINE_MODELS_DIR", crate_dir().join("models"))
-            .env("RUST_LOG", "info,whisper_rs=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            );
-        for (k, v) in env_for(graph, data) {
-            cmd.env(k, v);
-        }
-        cmd.env("VOXLINE_ADDR", format!("127.0.0.1:{port}"));
         Self {
-            child: cmd.spawn().unwrap(),
+            child: serve_command(graph, data, config, log, port)
+                .spawn()
+                .unwrap(),
             port,
             what: what.to_string(),
         }

@@ -52,6 +52,38 @@ pub fn env_for(graph: &FakeGraph, data_dir: &Path) -> Vec<(&'static str, String)
     ]
 }
 
+/// `voxline --config CONFIG serve` on 127.0.0.1:`port` against the fake
+/// Graph API, its data in `data_dir`, appending its log to `log`.
+pub fn serve_command(
+    graph: &FakeGraph,
+    data_dir: &Path,
+    config: &Path,
+    log: &Path,
+    port: u16,
+) -> std::process::Command {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_voxline"));
+    cmd.arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env("VOXLINE_MODELS_DIR", crate_dir().join("models"))
+        .env("RUST_LOG", "info,whisper_rs=error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+    for (k, v) in env_for(graph, data_dir) {
+        cmd.env(k, v);
+    }
+    cmd.env("VOXLINE_ADDR", format!("127.0.0.1:{port}"));
+    cmd
+}
+
 /// A configuration for an in-process service with quick retries, answered
 /// by the dialog stage (the default) with the committed `data/` folder and
 /// its database in `data_dir`.

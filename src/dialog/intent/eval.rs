@@ -76,6 +76,22 @@ pub struct Miss {
     pub acted: bool,
 }
 
+impl std::fmt::Display for Miss {
+    /// `en "text": got (0.83, acted), want intent`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?}: {} ({:.2}{}), want {}",
+            self.lang,
+            self.text,
+            self.got,
+            self.confidence,
+            if self.acted { ", acted" } else { "" },
+            self.want
+        )
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Per language, and `all`.

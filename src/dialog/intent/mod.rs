@@ -533,6 +533,11 @@ impl IntentModel {
         }
     }
 
+    /// Distinct wordings operators labelled.
+    pub fn learned(&self) -> usize {
+        self.learned.len()
+    }
+
     /// The intents with a rule matching `folded`, each once.
     fn matched_intents(&self, folded: &str) -> Vec<usize> {
         let mut matched: Vec<usize> = self

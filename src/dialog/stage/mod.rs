@@ -192,15 +192,16 @@ impl DialogStage {
 
     /// Retrains the intent model from the data folder, the operators'
     /// labels included, and puts it in force for the turns that start
-    /// after. A model that fails to load leaves the old one in force.
+    /// after; returns how many wordings operators have labelled. A model
+    /// that fails to load leaves the old one in force.
     pub fn reload_intents(&self) -> Result<usize, DialogError> {
         let inner = &self.inner;
         let dir = inner.config.data_dir.join("intents");
         let mut model = IntentModel::load(&dir, inner.lexicon.clone(), inner.config.thresholds)?;
         model.detect_among(&inner.config.languages);
-        let labels = super::intent::read_labels(&dir)?.len();
+        let learned = model.learned();
         *inner.intents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
-        Ok(labels)
+        Ok(learned)
     }
 
     /// Records an operator's label: message `message_id`, whose text (or
@@ -246,7 +247,9 @@ impl DialogStage {
                     tokio::task::spawn_blocking(move || stage.reload_intents()).await
                 };
                 match reloaded {
-                    Ok(Ok(labels)) => tracing::info!(why, labels, "intent model retrained"),
+                    Ok(Ok(learned)) => {
+                        tracing::info!(why, learned, "intent model retrained")
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(why, error = %e, "intent model not retrained; the old one stays")
                     }

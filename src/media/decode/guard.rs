@@ -12,6 +12,7 @@
 //! Not covered: the Vorbis setup header's codebooks (entries times
 //! dimensions, read bit by bit) are left to symphonia.
 
+use super::mp4::{be_u32 as be32, be_u64 as be64};
 use crate::media::{AudioFormat, MediaError};
 
 /// What the bytes so far say about a note's headers.
@@ -360,14 +361,6 @@ impl<'a> Reader<'a> {
 
 fn be24(b: &[u8]) -> usize {
     usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2])
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 #[cfg(test)]

@@ -109,11 +109,11 @@ fn timescale(full_box: &[u8]) -> Option<u32> {
     full_box.get(at..at + 4).map(be_u32).filter(|&t| t > 0)
 }
 
-fn be_u32(b: &[u8]) -> u32 {
+pub(super) fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn be_u64(b: &[u8]) -> u64 {
+pub(super) fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
