@@ -78,6 +78,13 @@ pub struct Metrics {
     outbox_oldest: Gauge,
     outbox_retries: Family<ReasonLabels, Counter>,
     turn_panics: Counter,
+    cancelled_inferences: Family<EndedLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedLabels {
+    /// `terminated` or `finished`.
+    ended: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,8 +204,15 @@ impl Metrics {
             "Turns that panicked (each ends failed; its customer's lane goes on)",
             turn_panics.clone(),
         );
+        let cancelled_inferences = Family::<EndedLabels, Counter>::default();
+        registry.register(
+            "tts_cancelled_inferences",
+            "Voice inferences cancelled mid-run, by how they ended: terminated, or finished anyway",
+            cancelled_inferences.clone(),
+        );
         Self {
             registry,
+            cancelled_inferences,
             sending_paused,
             outbox_pending,
             outbox_oldest,
@@ -317,6 +331,33 @@ impl Metrics {
 
     pub fn turn_panicked(&self) {
         self.turn_panics.inc();
+    }
+
+    /// A cancelled voice inference ended: `terminated` by the cancel, or
+    /// it finished anyway.
+    pub fn cancelled_inference(&self, terminated: bool) {
+        self.cancelled_inferences
+            .get_or_create(&EndedLabels {
+                ended: Self::ended(terminated).into(),
+            })
+            .inc();
+    }
+
+    /// Cancelled inferences counted so far that were (or were not) terminated.
+    pub fn cancelled_inferences(&self, terminated: bool) -> u64 {
+        self.cancelled_inferences
+            .get(&EndedLabels {
+                ended: Self::ended(terminated).into(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    fn ended(terminated: bool) -> &'static str {
+        if terminated {
+            "terminated"
+        } else {
+            "finished"
+        }
     }
 
     pub fn queue_depth(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {

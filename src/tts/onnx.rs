@@ -113,25 +113,33 @@ impl Stopped {
 }
 
 /// Runs `infer` on a blocking thread with run options through which
-/// cancelling terminates it; waits for a terminated run to return, so no
-/// work lingers after a cancel.
+/// cancelling terminates it. A cancel returns at once: ONNX Runtime checks
+/// the terminate flag between graph nodes, so the run ends at its current
+/// node's end (up to a second for Piper's largest on two loaded cores), and
+/// the caller need not wait for that. The run's session stays locked until
+/// then, so the voice's next sentence queues behind it; how each cancelled
+/// run ended is counted in the `tts_cancelled_inferences` metric.
 pub(crate) async fn infer_cancellable<T: Send + 'static>(
     cancel: &CancellationToken,
     infer: impl FnOnce(&RunOptions) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Stopped> {
     let run = Arc::new(RunOptions::new().map_err(|e| Stopped::Failed(e.to_string()))?);
-    let task = {
+    let mut task = {
         let run = Arc::clone(&run);
         tokio::task::spawn_blocking(move || infer(&run))
     };
-    tokio::pin!(task);
     tokio::select! {
         done = &mut task => done
             .map_err(|e| Stopped::Failed(format!("inference: {e}")))?
             .map_err(|e| Stopped::Failed(format!("inference: {e}"))),
         () = cancel.cancelled() => {
             let _ = run.terminate();
-            let _ = task.await;
+            tokio::spawn(async move {
+                // A terminated run returns an error; one that finished
+                // anyway was past its last node when the cancel came.
+                let terminated = !matches!(task.await, Ok(Ok(_)));
+                crate::metrics::global().cancelled_inference(terminated);
+            });
             Err(Stopped::Cancelled)
         }
     }
