@@ -9,8 +9,8 @@
 //! block or packet that holds it; a note that declares more than it carries
 //! is malformed.
 //!
-//! Not covered: the Vorbis setup header's codebooks (entries times
-//! dimensions, read bit by bit) are left to symphonia.
+//! The Vorbis setup header's codebooks declare entries and lookup tables
+//! that symphonia unpacks from a few bits each; their sum is bounded too.
 
 use super::mp4::{be_u32 as be32, be_u64 as be64};
 use crate::media::{AudioFormat, MediaError};
@@ -115,19 +115,168 @@ fn flac_picture(body: &[u8]) -> Result<(), String> {
     reader.skip(data, "picture")
 }
 
-/// Ogg Vorbis: the comment header is the stream's second packet.
+/// Ogg Vorbis: the comment header is the stream's second packet, the setup
+/// header (with the codebooks) its third.
 fn ogg_vorbis(head: &[u8]) -> Verdict {
-    let (packets, _) = ogg_packets(head, 2);
-    match packets.get(1) {
+    let (packets, _) = ogg_packets(head, 3);
+    let Some(comment) = packets.get(1) else {
+        return Verdict::NeedMore;
+    };
+    // Not a comment or setup header: symphonia refuses the stream itself.
+    if let Some(comment) = comment.strip_prefix(b"\x03vorbis") {
+        if let Err(reason) = vorbis_comment(comment) {
+            return Verdict::Refuse(reason);
+        }
+    }
+    match packets.get(2) {
         None => Verdict::NeedMore,
-        Some(packet) => match packet.strip_prefix(b"\x03vorbis") {
-            Some(comment) => match vorbis_comment(comment) {
+        Some(setup) => match setup.strip_prefix(b"\x05vorbis") {
+            Some(setup) => match vorbis_codebooks(setup) {
                 Ok(()) => Verdict::Fine,
                 Err(reason) => Verdict::Refuse(reason),
             },
-            // Not a comment header: symphonia refuses the stream itself.
             None => Verdict::Fine,
         },
+    }
+}
+
+/// The most codebook values a Vorbis stream may declare, summed over its
+/// codebooks: entries, plus entries times dimensions for a vector lookup
+/// table (symphonia unpacks both, 4 to 8 bytes each). libvorbis' own
+/// streams declare a few tens of thousands; the Vorbis I fields allow 2^24
+/// entries times 2^16 dimensions per codebook, from a few bits.
+const MAX_CODEBOOK_VALUES: u64 = 1 << 21;
+
+/// The Vorbis setup header's codebooks (Vorbis I specification §3.2.1),
+/// read far enough to sum what they declare; the floors, residues and
+/// modes after them are symphonia's.
+fn vorbis_codebooks(setup: &[u8]) -> Result<(), String> {
+    let cut = |()| "the Vorbis setup header ends inside its codebooks".to_string();
+    let mut bits = LsbBits::new(setup);
+    let count = bits.read(8).map_err(cut)? + 1;
+    let mut declared = 0u64;
+    for book in 0..count {
+        if bits.read(24).map_err(cut)? != 0x56_4342 {
+            return Err(format!("Vorbis codebook {book} has no sync pattern"));
+        }
+        let dimensions = bits.read(16).map_err(cut)?;
+        let entries = bits.read(24).map_err(cut)?;
+        let ordered = bits.read(1).map_err(cut)? == 1;
+        if ordered {
+            // Runs of entries per length: cheap in bits, each up to all.
+            let mut entry = 0;
+            bits.read(5).map_err(cut)?;
+            while entry < entries {
+                entry += bits.read(ilog(entries - entry)).map_err(cut)?;
+            }
+            if entry > entries {
+                return Err(format!(
+                    "Vorbis codebook {book} orders more than its entries"
+                ));
+            }
+        } else {
+            let sparse = bits.read(1).map_err(cut)? == 1;
+            for _ in 0..entries {
+                if !sparse || bits.read(1).map_err(cut)? == 1 {
+                    bits.read(5).map_err(cut)?;
+                }
+            }
+        }
+        declared += u64::from(entries);
+        let lookup = bits.read(4).map_err(cut)?;
+        match lookup {
+            0 => {}
+            1 | 2 => {
+                if dimensions == 0 {
+                    return Err(format!(
+                        "Vorbis codebook {book} has a lookup table and no dimensions"
+                    ));
+                }
+                bits.read(32).map_err(cut)?;
+                bits.read(32).map_err(cut)?;
+                let value_bits = bits.read(4).map_err(cut)? + 1;
+                bits.read(1).map_err(cut)?;
+                let values = if lookup == 1 {
+                    lookup1_values(entries, dimensions)
+                } else {
+                    u64::from(entries) * u64::from(dimensions)
+                };
+                declared += u64::from(entries) * u64::from(dimensions);
+                if declared > MAX_CODEBOOK_VALUES {
+                    break;
+                }
+                bits.skip(values * u64::from(value_bits)).map_err(cut)?;
+            }
+            other => return Err(format!("Vorbis codebook {book} has lookup type {other}")),
+        }
+        if declared > MAX_CODEBOOK_VALUES {
+            break;
+        }
+    }
+    if declared > MAX_CODEBOOK_VALUES {
+        return Err(format!(
+            "the Vorbis codebooks declare over {declared} values (at most {MAX_CODEBOOK_VALUES})"
+        ));
+    }
+    Ok(())
+}
+
+/// Vorbis' `ilog`: the position of the highest set bit (0 for 0).
+fn ilog(x: u32) -> u32 {
+    u32::BITS - x.leading_zeros()
+}
+
+/// The greatest `r` with `r^dimensions <= entries` (Vorbis I §9.2.3).
+fn lookup1_values(entries: u32, dimensions: u32) -> u64 {
+    let fits = |r: u64| {
+        let mut power = 1u64;
+        for _ in 0..dimensions {
+            power = power.saturating_mul(r);
+            if power > u64::from(entries) {
+                return false;
+            }
+        }
+        true
+    };
+    let mut r = (f64::from(entries).powf(1.0 / f64::from(dimensions)).floor() as u64).max(1);
+    while r > 0 && !fits(r) {
+        r -= 1;
+    }
+    while fits(r + 1) {
+        r += 1;
+    }
+    r
+}
+
+/// A Vorbis packet's bits, least significant first.
+struct LsbBits<'a> {
+    bytes: &'a [u8],
+    at: u64,
+}
+
+impl<'a> LsbBits<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    /// The next `n` bits (at most 32) as a number.
+    fn read(&mut self, n: u32) -> Result<u32, ()> {
+        let mut value = 0u32;
+        for i in 0..n {
+            let byte = *self.bytes.get((self.at / 8) as usize).ok_or(())?;
+            value |= u32::from((byte >> (self.at % 8)) & 1) << i;
+            self.at += 1;
+        }
+        Ok(value)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), ()> {
+        let to = self.at.checked_add(n).ok_or(())?;
+        if to > self.bytes.len() as u64 * 8 {
+            return Err(());
+        }
+        self.at = to;
+        Ok(())
     }
 }
 
@@ -436,8 +585,84 @@ mod tests {
         file.extend(page(7, &comment));
         assert_eq!(
             streamed_headers(AudioFormat::OggVorbis, &file),
+            Verdict::NeedMore,
+            "the setup header is still to come"
+        );
+        file.extend(page(7, &setup(&[(2, 16, 1)])));
+        assert_eq!(
+            streamed_headers(AudioFormat::OggVorbis, &file),
             Verdict::Fine
         );
+    }
+
+    /// A Vorbis setup header of ordered codebooks `(dimensions, entries,
+    /// lookup type)`, all entries one length; a lookup table's values are
+    /// one bit each.
+    fn setup(books: &[(u32, u32, u32)]) -> Vec<u8> {
+        let mut bits: Vec<bool> = Vec::new();
+        let mut put = |value: u64, n: u32| {
+            for i in 0..n {
+                bits.push(value >> i & 1 == 1);
+            }
+        };
+        put(books.len() as u64 - 1, 8);
+        for &(dimensions, entries, lookup) in books {
+            put(0x56_4342, 24);
+            put(u64::from(dimensions), 16);
+            put(u64::from(entries), 24);
+            put(1, 1); // ordered
+            put(4, 5); // length 5
+            put(u64::from(entries), ilog(entries));
+            put(u64::from(lookup), 4);
+            if lookup != 0 {
+                put(0, 32);
+                put(0, 32);
+                put(0, 4); // one bit per value
+                put(0, 1);
+                let values = match lookup {
+                    1 => lookup1_values(entries, dimensions),
+                    _ => u64::from(entries) * u64::from(dimensions),
+                };
+                put(0, values.min(1 << 16) as u32);
+            }
+        }
+        let mut packet = b"\x05vorbis".to_vec();
+        packet.extend(bits.chunks(8).map(|byte| {
+            byte.iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &bit)| b | u8::from(bit) << i)
+        }));
+        packet
+    }
+
+    #[test]
+    fn vorbis_codebooks_declaring_gigabytes_are_refused() {
+        // 2^24 - 1 entries of 24 dimensions, lookup type 1: a 1.6 GB table
+        // from a few dozen bits.
+        let huge = setup(&[(24, (1 << 24) - 1, 1)]);
+        assert!(huge.len() < 40, "{} bytes", huge.len());
+        let err = vorbis_codebooks(&huge[7..]).unwrap_err();
+        assert!(err.contains("declare over"), "{err}");
+        // Many modest codebooks add up the same way.
+        let many = setup(&[(1, 1 << 16, 0); 40]);
+        let err = vorbis_codebooks(&many[7..]).unwrap_err();
+        assert!(err.contains("declare over"), "{err}");
+        // What libvorbis writes passes: a few small books with tables.
+        let modest = setup(&[(2, 81, 1), (4, 625, 1), (8, 6561, 1), (1, 256, 0)]);
+        assert_eq!(vorbis_codebooks(&modest[7..]), Ok(()));
+        // A setup cut inside its codebooks is refused, not waited for: the
+        // packet is complete.
+        assert!(vorbis_codebooks(&modest[7..20]).is_err());
+    }
+
+    #[test]
+    fn lookup1_values_is_the_integer_root() {
+        assert_eq!(lookup1_values(81, 4), 3);
+        assert_eq!(lookup1_values(80, 4), 2);
+        assert_eq!(lookup1_values(6561, 8), 3);
+        assert_eq!(lookup1_values(1, 5), 1);
+        assert_eq!(lookup1_values((1 << 24) - 1, 24), 1);
+        assert_eq!(lookup1_values(1 << 24, 24), 2);
     }
 
     #[test]
