@@ -79,6 +79,8 @@ pub struct Metrics {
     outbox_retries: Family<ReasonLabels, Counter>,
     turn_panics: Counter,
     cancelled_inferences: Family<EndedLabels, Counter>,
+    speech_cache_lookups: Family<ResultLabels, Counter>,
+    speech_cache_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,9 +212,24 @@ impl Metrics {
             "Voice inferences cancelled mid-run, by how they ended: terminated, or finished anyway",
             cancelled_inferences.clone(),
         );
+        let speech_cache_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "speech_cache_lookups",
+            "Reply sentences looked up in the rendered-speech cache, by result: hit or miss",
+            speech_cache_lookups.clone(),
+        );
+        let speech_cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "speech_cache",
+            "Rendered speech held in memory",
+            prometheus_client::registry::Unit::Bytes,
+            speech_cache_bytes.clone(),
+        );
         Self {
             registry,
             cancelled_inferences,
+            speech_cache_lookups,
+            speech_cache_bytes,
             sending_paused,
             outbox_pending,
             outbox_oldest,
@@ -350,6 +367,36 @@ impl Metrics {
                 ended: Self::ended(terminated).into(),
             })
             .map_or(0, |c| c.get())
+    }
+
+    /// A sentence looked up in the speech cache.
+    pub fn speech_cache_lookup(&self, hit: bool) {
+        self.speech_cache_lookups
+            .get_or_create(&ResultLabels {
+                result: Self::hit(hit).into(),
+            })
+            .inc();
+    }
+
+    /// Speech cache lookups so far that hit (or missed).
+    pub fn speech_cache_lookups(&self, hit: bool) -> u64 {
+        self.speech_cache_lookups
+            .get(&ResultLabels {
+                result: Self::hit(hit).into(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    pub fn set_speech_cache_bytes(&self, bytes: usize) {
+        self.speech_cache_bytes.set(bytes as i64);
+    }
+
+    fn hit(hit: bool) -> &'static str {
+        if hit {
+            "hit"
+        } else {
+            "miss"
+        }
     }
 
     fn ended(terminated: bool) -> &'static str {

@@ -113,6 +113,17 @@ impl Templates {
         self.languages.contains_key(lang)
     }
 
+    /// Every reply of `lang` as written, a greeting's optional `{name}`
+    /// left out: the texts whose sentences without slots are worth
+    /// rendering ahead (the speech cache's warm-up).
+    pub fn fixed_texts(&self, lang: &str) -> Vec<String> {
+        self.lang(lang)
+            .replies
+            .values()
+            .map(|text| text.replace("{name}", ""))
+            .collect()
+    }
+
     /// The reply `key` in `lang` with `{name}` placeholders filled.
     pub fn render(&self, lang: &str, key: &str, vars: &[(&str, &str)]) -> String {
         let t = self.lang(lang);

@@ -40,7 +40,8 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Queue, Store, StoreError, Traces};
 use crate::stt::whisper::WhisperStt;
 use crate::stt::{SpeechToText, SttConfig, SttError};
-use crate::tts::{TextToSpeech, TtsError};
+use crate::tts::cache::{SpeechCache, WarmUp};
+use crate::tts::{Language, TextToSpeech, TtsError};
 use workers::Workers;
 
 /// `[service]` in `voxline.toml`.
@@ -176,6 +177,9 @@ struct AppState {
     /// writable at most once per [`READY_CHECK_EVERY`], so that a busy
     /// health checker does not add a durable write per call.
     checked: Arc<tokio::sync::Mutex<Option<WriteCheck>>>,
+    /// The speech cache's start-up rendering, reported but never waited
+    /// for.
+    warm_up: Option<Arc<WarmUp>>,
 }
 
 /// When the store last proved writable, and what it said.
@@ -215,6 +219,7 @@ impl Service {
         let mut retained_sessions = None;
         let mut tts = None;
         let mut learning = None;
+        let mut warming = None;
         let respond: Arc<dyn Respond> = match config.service.reply {
             ReplyProvider::Dialog => {
                 let stage = DialogStage::open(config.dialog())
@@ -227,8 +232,28 @@ impl Service {
                     stage.sessions().clone(),
                     access.clone(),
                 ));
-                tts =
-                    Some(Arc::new(crate::tts::from_config(&config.tts)?) as Arc<dyn TextToSpeech>);
+                let cache = Arc::new(SpeechCache::new(
+                    &config.tts.cache,
+                    Some(&config.store.data_dir.join("speech-cache")),
+                ));
+                let chain: Arc<dyn TextToSpeech> =
+                    Arc::new(crate::tts::chain(&config.tts, Some(cache))?);
+                if config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
+                    let texts: Vec<(Language, String)> = stage
+                        .languages()
+                        .iter()
+                        .filter_map(|code| Language::from_code(code))
+                        .flat_map(|language| {
+                            let texts = stage.templates().fixed_texts(language.code());
+                            texts.into_iter().map(move |text| (language, text))
+                        })
+                        .collect();
+                    warming = Some((
+                        Arc::clone(&chain),
+                        crate::tts::cache::fixed_sentences(&texts),
+                    ));
+                }
+                tts = Some(chain);
                 Arc::new(DialogRespond::new(stage))
             }
             ReplyProvider::Echo => Arc::new(Echo),
@@ -304,6 +329,7 @@ impl Service {
             ack_budget,
             replay_horizon: config.store.replay_horizon(),
         }));
+        let warm_up = warming.as_ref().map(|_| Arc::new(WarmUp::default()));
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -312,6 +338,7 @@ impl Service {
                 store: Arc::new(store.clone()),
                 model,
                 checked: Default::default(),
+                warm_up: warm_up.clone(),
             })
             .merge(webhook)
             .merge(operator.unwrap_or_default())
@@ -346,6 +373,19 @@ impl Service {
             config.store.clone(),
             stop.clone(),
         ));
+        // The reply templates' fixed sentences are rendered while no turn
+        // runs, so the first customers find them ready.
+        if let (Some((chain, sentences)), Some(progress)) = (warming, warm_up) {
+            let metrics = crate::metrics::global();
+            let busy = move || metrics.in_flight().get() > 0 || metrics.queue_depth().get() > 0;
+            tokio::spawn(crate::tts::cache::warm(
+                chain,
+                sentences,
+                busy,
+                progress,
+                stop.clone(),
+            ));
+        }
         let grace = Duration::from_millis(config.service.shutdown_grace_ms);
         let task = {
             let stop = stop.clone();
@@ -464,7 +504,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match result {
         Ok(()) => (
             StatusCode::OK,
-            format!("ready: model {}, store writable\n", state.model),
+            format!(
+                "ready: model {}, store writable{}\n",
+                state.model,
+                state
+                    .warm_up
+                    .as_ref()
+                    .map_or_else(String::new, |w| format!(", {}", w.describe()))
+            ),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

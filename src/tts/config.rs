@@ -38,6 +38,8 @@ pub struct TtsConfig {
     pub espeak: EspeakConfig,
     pub openai: OpenAiConfig,
     pub elevenlabs: ElevenLabsConfig,
+    /// `[tts.cache]`: rendered sentences kept for reuse.
+    pub cache: super::cache::CacheConfig,
 }
 
 impl Default for TtsConfig {
@@ -50,6 +52,7 @@ impl Default for TtsConfig {
             espeak: EspeakConfig::default(),
             openai: OpenAiConfig::default(),
             elevenlabs: ElevenLabsConfig::default(),
+            cache: super::cache::CacheConfig::default(),
         }
     }
 }

@@ -25,6 +25,7 @@
 //! [`from_config`] builds the provider chain from [`TtsConfig`].
 
 pub mod aggregator;
+pub mod cache;
 pub mod config;
 pub mod elevenlabs;
 pub mod error;
@@ -111,11 +112,21 @@ pub trait TextToSpeech: Send + Sync {
     ) -> Result<SpeechReport, TtsError>;
 }
 
-/// Builds the provider chain the configuration asks for.
+/// Builds the provider chain the configuration asks for, without a speech
+/// cache.
 pub fn from_config(config: &TtsConfig) -> Result<fallback::FallbackTts, TtsError> {
+    chain(config, None)
+}
+
+/// Builds the provider chain the configuration asks for; with `cache`, the
+/// in-process voices (Piper, Kokoro, espeak-ng) reuse what they rendered.
+pub fn chain(
+    config: &TtsConfig,
+    cache: Option<Arc<cache::SpeechCache>>,
+) -> Result<fallback::FallbackTts, TtsError> {
     let mut providers: Vec<Arc<dyn TextToSpeech>> = Vec::new();
     for kind in &config.providers {
-        providers.push(match kind {
+        let provider: Arc<dyn TextToSpeech> = match kind {
             ProviderKind::Piper => Arc::new(piper::PiperTts::load(&config.piper)?),
             ProviderKind::Kokoro => Arc::new(kokoro::KokoroTts::load(&config.kokoro)?),
             ProviderKind::Espeak => Arc::new(espeak::EspeakTts::start(&config.espeak)?),
@@ -123,12 +134,73 @@ pub fn from_config(config: &TtsConfig) -> Result<fallback::FallbackTts, TtsError
             ProviderKind::Elevenlabs => {
                 Arc::new(elevenlabs::ElevenLabsTts::new(&config.elevenlabs)?)
             }
+        };
+        let voices = voice_names(*kind, config);
+        providers.push(match &cache {
+            Some(cache) if !voices.is_empty() => {
+                Arc::new(cache::CachedTts::new(provider, voices, Arc::clone(cache)))
+            }
+            _ => provider,
         });
     }
     Ok(fallback::FallbackTts::new(
         providers,
         config.fallback.clone(),
     ))
+}
+
+/// What an in-process voice's audio depends on besides the text, per
+/// language it speaks: the model file (path and size), the voice, speed and
+/// pauses. Remote providers have none: their audio is not cached.
+fn voice_names(
+    kind: ProviderKind,
+    config: &TtsConfig,
+) -> std::collections::HashMap<Language, String> {
+    let model = |path: &std::path::Path, dir: &Option<std::path::PathBuf>| {
+        let dir = dir.clone().unwrap_or_else(crate::models::default_dir);
+        let path = onnx::resolve(path, &dir);
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        format!("{}:{size}", path.display())
+    };
+    match kind {
+        ProviderKind::Piper => {
+            let piper = &config.piper;
+            [(
+                Language::En,
+                format!(
+                    "{}|{}ms",
+                    model(&piper.model, &piper.models_dir),
+                    piper.sentence_silence_ms
+                ),
+            )]
+            .into()
+        }
+        ProviderKind::Kokoro => {
+            let kokoro = &config.kokoro;
+            let file = model(&kokoro.model, &kokoro.models_dir);
+            kokoro
+                .voices
+                .iter()
+                .map(|(language, voice)| {
+                    (
+                        *language,
+                        format!(
+                            "{file}|{voice}|{}|{}ms",
+                            kokoro.speed, kokoro.sentence_silence_ms
+                        ),
+                    )
+                })
+                .collect()
+        }
+        ProviderKind::Espeak => match espeak::EspeakTts::start(&config.espeak) {
+            Ok(espeak) => Language::ALL
+                .iter()
+                .map(|&language| (language, format!("{:?}", espeak.voice(language))))
+                .collect(),
+            Err(_) => Default::default(),
+        },
+        ProviderKind::Openai | ProviderKind::Elevenlabs => Default::default(),
+    }
 }
 
 /// Speaks a whole reply text and encodes it as a voice note.
