@@ -256,7 +256,8 @@ mod tests {
     #[test]
     fn voice_replies_default_to_the_local_voices() {
         let config = Config::default();
-        assert_eq!(config.tts.providers, [crate::tts::ProviderKind::Espeak]);
+        use crate::tts::ProviderKind::{Espeak, Kokoro, Piper};
+        assert_eq!(config.tts.providers, [Piper, Kokoro, Espeak]);
         assert_eq!(config.encode, EncodeConfig::default());
         let config: Config = toml::from_str(
             "[tts]\nproviders = [\"openai\", \"espeak\"]\n[tts.openai]\nbase_url = \"http://127.0.0.1:8000\"\n[encode]\nbitrate_bps = 16000\n",

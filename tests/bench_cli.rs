@@ -13,7 +13,11 @@ use serde_json::Value;
 /// tests beside this one), so every field has values to show.
 fn generous_config(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("voxline.toml");
-    std::fs::write(&path, support::generous_budgets_toml()).unwrap();
+    std::fs::write(
+        &path,
+        support::generous_budgets_toml() + support::QUICK_VOICE_TOML,
+    )
+    .unwrap();
     path
 }
 
@@ -90,6 +94,15 @@ fn bench_json_has_every_field() {
         ["voice_replies", "text_replies", "silent", "failed"].map(|k| report[k].as_u64().unwrap());
     assert_eq!(replies.iter().sum::<u64>(), 8, "{replies:?}");
     assert_eq!(report["overruns"], serde_json::json!({}), "{report}");
+    // The speech cache per round: the second round says the same replies
+    // again, so every sentence spoken in it is a hit.
+    let cache = report["speech_cache"].as_array().expect("speech_cache");
+    assert_eq!(cache.len(), 2, "{cache:?}");
+    let voiced = report["voice_replies"].as_u64().unwrap();
+    if voiced > 0 {
+        assert!(cache[1]["hits"].as_u64().unwrap() > 0, "{cache:?}");
+        assert_eq!(cache[1]["misses"], 0, "{cache:?}");
+    }
     assert_eq!(report["budgets_ms"]["turn"], 60000);
     assert_eq!(report["thresholds"]["max_turn_p95_ms"], 60000.0);
     assert_eq!(report["regressions"], Value::Array(Vec::new()));

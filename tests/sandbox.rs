@@ -70,6 +70,7 @@ impl Running {
         // The four tests share two cores with real tiny.en: no budget may
         // turn a slow transcription into "please type".
         base.budgets = generous_budgets();
+        support::quick_voice(&mut base);
         let config = sandbox.service_config(base);
         assert_eq!(config.whatsapp.graph_url, sandbox.graph_url());
         assert!(config.whatsapp.mark_read);

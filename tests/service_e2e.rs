@@ -84,7 +84,7 @@ impl Server {
         // The download is slowed on purpose and the machine may be loaded:
         // no budget may cut this turn short or add a holding message.
         let config = data_dir.with_extension("toml");
-        std::fs::write(&config, generous_budgets_toml()).unwrap();
+        std::fs::write(&config, generous_budgets_toml() + support::QUICK_VOICE_TOML).unwrap();
         Self {
             child: serve_command(graph, data_dir, &config, log, port)
                 .spawn()

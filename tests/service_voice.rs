@@ -31,7 +31,11 @@ fn order_question() -> std::sync::Arc<FixedStt> {
 async fn a_voice_note_is_answered_with_one_voice_note() {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = start(&config_for(&graph, dir.path()), order_question()).await;
+    // The default chain: Piper says the English reply.
+    let mut config = config_for(&graph, dir.path());
+    config.tts = voxline::tts::TtsConfig::default();
+    config.tts.cache.warm = false;
+    let service = start(&config, order_question()).await;
     graph.add_media(
         "media-order",
         fixture("commerce/en/order_status_1842.ogg"),

@@ -229,3 +229,107 @@ async fn the_warm_up_renders_the_fixed_template_sentences_and_persists_them() {
     }
     assert_eq!(speech.lookups(), (english.len() as u64, 0));
 }
+
+/// A voice that takes `per_chunk` for each chunk unless cancelled, and
+/// counts the chunks it finished and the ones it was cancelled in.
+struct SlowVoice {
+    per_chunk: Duration,
+    finished: AtomicUsize,
+    cancelled: AtomicUsize,
+}
+
+#[async_trait]
+impl TextToSpeech for SlowVoice {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn speak(
+        &self,
+        _request: &SpeechRequest,
+        mut text: mpsc::Receiver<String>,
+        audio: mpsc::Sender<AudioChunk>,
+        cancel: CancellationToken,
+    ) -> Result<SpeechReport, TtsError> {
+        while let Some(_chunk) = text.recv().await {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    self.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(TtsError::Cancelled);
+                }
+                () = tokio::time::sleep(self.per_chunk) => {}
+            }
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            let _ = audio
+                .send(AudioChunk {
+                    sample_rate: 16_000,
+                    samples: vec![0.1; 1600],
+                })
+                .await;
+        }
+        Ok(SpeechReport {
+            provider: "slow".into(),
+            first_audio: None,
+            audio: Duration::ZERO,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_up_gives_way_to_turns_and_finishes_after_them() {
+    let voice = Arc::new(SlowVoice {
+        per_chunk: Duration::from_millis(400),
+        finished: AtomicUsize::new(0),
+        cancelled: AtomicUsize::new(0),
+    });
+    let cache = Arc::new(SpeechCache::new(&memory_only(4), None));
+    let voices = HashMap::from([(Language::En, "slow".to_string())]);
+    let cached: Arc<dyn TextToSpeech> =
+        Arc::new(CachedTts::new(voice.clone(), voices, Arc::clone(&cache)));
+    let sentences: Vec<(Language, String)> = ["Hello.", "Anything else?", "Goodbye."]
+        .iter()
+        .map(|s| (Language::En, s.to_string()))
+        .collect();
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = Arc::new(WarmUp::default());
+    let warming = tokio::spawn(cache::warm(
+        cached,
+        sentences,
+        {
+            let busy = Arc::clone(&busy);
+            move || busy.load(Ordering::SeqCst)
+        },
+        Arc::clone(&progress),
+        CancellationToken::new(),
+    ));
+    // It waits a second of quiet, then renders the first sentence; a turn
+    // arrives in the middle of it.
+    while voice.finished.load(Ordering::SeqCst) + voice.cancelled.load(Ordering::SeqCst) == 0
+        && !busy.load(Ordering::SeqCst)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if cache.lookups().1 > 0 {
+            busy.store(true, Ordering::SeqCst);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        voice.cancelled.load(Ordering::SeqCst),
+        1,
+        "the sentence gave way"
+    );
+    assert_eq!(
+        voice.finished.load(Ordering::SeqCst),
+        0,
+        "nothing renders during a turn"
+    );
+    assert!(progress.describe().starts_with("speech cache warming: 0/3"));
+    busy.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(20), warming)
+        .await
+        .expect("the warm-up finishes once the turn is over")
+        .unwrap();
+    assert_eq!(progress.describe(), "speech cache warm: 3 sentences");
+    assert_eq!(voice.finished.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.len(), 3);
+}

@@ -208,8 +208,10 @@ pub async fn run(
     let wall = started.elapsed();
     let _ = service.stop().await;
     let _ = std::fs::remove_dir_all(&data);
-    let rows = result?;
-    Ok(Report::new(rows, &model, options, &config, wall))
+    let (rows, speech_cache) = result?;
+    let mut report = Report::new(rows, &model, options, &config, wall);
+    report.speech_cache = speech_cache;
+    Ok(report)
 }
 
 /// A fresh data folder for the bench's store, so runs don't mix.
@@ -236,14 +238,23 @@ async fn drive(
     notes: &[Bytes],
     options: &BenchOptions,
     progress: &(impl Fn(&TurnRow) + Send + Sync),
-) -> Result<Vec<TurnRow>, BenchError> {
+) -> Result<(Vec<TurnRow>, Vec<CacheRound>), BenchError> {
     // Warm-up turns: the first fixture, not counted.
     for w in 0..options.warmup {
         let from = format!("1555900{w:04}");
         one(sandbox, service, &fixtures[0], &notes[0], &from, 0, options).await?;
     }
     let mut rows = Vec::new();
+    let mut cache = Vec::new();
+    let metrics = crate::metrics::global();
+    let lookups = || {
+        (
+            metrics.speech_cache_lookups(true),
+            metrics.speech_cache_lookups(false),
+        )
+    };
     for round in 1..=options.rounds.max(1) {
+        let before = lookups();
         let jobs = fixtures
             .iter()
             .zip(notes)
@@ -260,8 +271,23 @@ async fn drive(
             progress(&row);
             rows.push(row);
         }
+        let after = lookups();
+        cache.push(CacheRound {
+            round,
+            hits: after.0 - before.0,
+            misses: after.1 - before.1,
+        });
     }
-    Ok(rows)
+    Ok((rows, cache))
+}
+
+/// The speech cache's lookups in one round: the sentences spoken from it
+/// and those synthesised.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheRound {
+    pub round: usize,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 async fn one(
@@ -359,6 +385,9 @@ pub struct Report {
     pub failed: usize,
     /// "stage/action" → count.
     pub overruns: BTreeMap<String, u64>,
+    /// The speech cache per round (later rounds repeat the same replies,
+    /// so their slotted sentences hit too).
+    pub speech_cache: Vec<CacheRound>,
     /// The budgets the turns ran by, stage → ms.
     pub budgets_ms: BTreeMap<String, u64>,
     pub thresholds: BenchConfig,
@@ -485,6 +514,7 @@ impl Report {
                 .filter(|r| r.trace.end == TurnEnd::Failed)
                 .count(),
             overruns,
+            speech_cache: Vec::new(),
             budgets_ms: config
                 .budgets
                 .iter()

@@ -93,6 +93,23 @@ pub fn table(r: &Report) -> String {
         "replies: {} voice, {} text, {} silent, {} failed; voice note bytes p50 {:.0}, max {:.0}",
         r.voice_replies, r.text_replies, r.silent, r.failed, r.reply_bytes.p50, r.reply_bytes.max
     );
+    let rounds: Vec<String> = r
+        .speech_cache
+        .iter()
+        .filter(|c| c.hits + c.misses > 0)
+        .map(|c| {
+            format!(
+                "round {} {:.0}% ({}/{})",
+                c.round,
+                c.hits as f64 / (c.hits + c.misses) as f64 * 100.0,
+                c.hits,
+                c.hits + c.misses
+            )
+        })
+        .collect();
+    if !rounds.is_empty() {
+        let _ = writeln!(out, "speech cache hits: {}", rounds.join(", "));
+    }
     if r.overruns.is_empty() {
         let _ = writeln!(out, "budget overruns: none");
     } else {

@@ -219,8 +219,10 @@ impl Default for Budgets {
             (Stt, 3_000, 300, FasterModel),
             (DialogFirstToken, 1_500, 0, NextProvider),
             (DialogTotal, 6_000, 0, Template),
-            (TtsFirstAudio, 1_500, 0, SendText),
-            (TtsTotal, 5_000, 0, SendText),
+            // The natural voices on 2 cores: Kokoro's first sentence p95
+            // 3.7 s, a whole reply a few seconds more (README, "Figures").
+            (TtsFirstAudio, 5_000, 0, SendText),
+            (TtsTotal, 15_000, 0, SendText),
             (Encode, 1_000, 0, SendText),
             (Upload, 5_000, 0, SendText),
             (Send, 10_000, 0, RetryOnce),

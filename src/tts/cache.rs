@@ -530,6 +530,29 @@ impl CachedTts {
     }
 }
 
+/// How long the service must be idle before the warm-up renders.
+const IDLE_BEFORE_WARMING: Duration = Duration::from_secs(1);
+
+/// How often the warm-up checks for turns.
+const BUSY_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until `busy` has said no for [`IDLE_BEFORE_WARMING`]; false when
+/// `stop` comes first.
+async fn idle_for(busy: &impl Fn() -> bool, stop: &CancellationToken) -> bool {
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        if busy() {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_BEFORE_WARMING {
+            return true;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(BUSY_POLL) => {}
+        }
+    }
+}
+
 /// How far the start-up rendering has come, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct WarmUp {
@@ -563,11 +586,13 @@ impl WarmUp {
 }
 
 /// The sentences of `texts` (reply templates) that have no slot left, as
-/// the aggregator cuts them and made speakable, per language, without
-/// repeats.
+/// the aggregator cuts them and made speakable, without repeats, taking
+/// the languages in turn: the first few sentences rendered run each voice
+/// once, which is also its warm-up inference (ONNX Runtime's first run
+/// pays for its memory arena and kernel choice).
 pub fn fixed_sentences(texts: &[(Language, String)]) -> Vec<(Language, String)> {
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
+    let mut by_language: BTreeMap<&str, VecDeque<(Language, String)>> = BTreeMap::new();
     for (language, text) in texts {
         let mut aggregator =
             super::SentenceAggregator::new(*language, super::AggregatorConfig::default());
@@ -579,8 +604,17 @@ pub fn fixed_sentences(texts: &[(Language, String)]) -> Vec<(Language, String)> 
             }
             let spoken = super::speak::speakable(&chunk, *language);
             if seen.insert((*language, spoken.clone())) {
-                out.push((*language, spoken));
+                by_language
+                    .entry(language.code())
+                    .or_default()
+                    .push_back((*language, spoken));
             }
+        }
+    }
+    let mut out = Vec::new();
+    while by_language.values().any(|queue| !queue.is_empty()) {
+        for queue in by_language.values_mut() {
+            out.extend(queue.pop_front());
         }
     }
     out
@@ -588,7 +622,9 @@ pub fn fixed_sentences(texts: &[(Language, String)]) -> Vec<(Language, String)> 
 
 /// Renders `sentences` through `tts` (whose cached voices keep them), one
 /// at a time and only while `busy` says no turn is running, until done or
-/// `stop`. Progress goes to `progress`.
+/// `stop`: a sentence under way when a turn arrives is cancelled and
+/// rendered again once the service has been idle for a second. Progress
+/// goes to `progress`.
 pub async fn warm(
     tts: Arc<dyn TextToSpeech>,
     sentences: Vec<(Language, String)>,
@@ -598,31 +634,58 @@ pub async fn warm(
 ) {
     progress.total.store(sentences.len(), Ordering::Relaxed);
     let started = Instant::now();
-    for (language, sentence) in sentences {
-        while busy() {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    let mut first = true;
+    let mut queue: VecDeque<(Language, String)> = sentences.into();
+    while let Some((language, sentence)) = queue.pop_front() {
+        if busy() || first {
+            first = false;
+            if !idle_for(&busy, &stop).await {
+                return;
             }
         }
         let (text_tx, text_rx) = mpsc::channel(1);
-        let _ = text_tx.try_send(sentence);
+        let _ = text_tx.try_send(sentence.clone());
         drop(text_tx);
         let (audio_tx, mut audio_rx) = mpsc::channel(32);
         let request = SpeechRequest { language };
+        let attempt = stop.child_token();
         let draining = async { while audio_rx.recv().await.is_some() {} };
-        let (spoken, ()) = tokio::join!(
-            tts.speak(&request, text_rx, audio_tx, stop.child_token()),
-            draining
-        );
-        match spoken {
-            Ok(_) => progress.done.fetch_add(1, Ordering::Relaxed),
-            Err(TtsError::Cancelled) if stop.is_cancelled() => return,
-            Err(error) => {
-                tracing::warn!(%error, "speech cache: a template sentence did not render");
-                progress.failed.fetch_add(1, Ordering::Relaxed)
+        // A turn that arrives meanwhile gets the cores: the sentence stops
+        // and waits its turn again.
+        let yielding = async {
+            loop {
+                tokio::time::sleep(BUSY_POLL).await;
+                if busy() {
+                    attempt.cancel();
+                    return;
+                }
             }
         };
+        let speaking = async {
+            let (spoken, ()) = tokio::join!(
+                tts.speak(&request, text_rx, audio_tx, attempt.clone()),
+                draining
+            );
+            spoken
+        };
+        tokio::pin!(speaking);
+        // Cancelled, the voice stops its own work (an inference is
+        // terminated) and returns; it is not dropped mid-way.
+        let spoken = tokio::select! {
+            spoken = &mut speaking => spoken,
+            () = yielding => speaking.await,
+        };
+        match spoken {
+            Ok(_) => {
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) if stop.is_cancelled() => return,
+            Err(TtsError::Cancelled) => queue.push_front((language, sentence)),
+            Err(error) => {
+                tracing::warn!(%error, "speech cache: a template sentence did not render");
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     progress.finished.store(true, Ordering::Relaxed);
     tracing::info!(

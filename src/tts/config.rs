@@ -23,14 +23,11 @@ pub enum ProviderKind {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtsConfig {
-    /// Providers in fallback order. Default: `["espeak"]`, which keeps a
-    /// fast-path turn under 600 ms on 2 cores. `["piper", "espeak"]` gives
-    /// English replies the natural-sounding Piper voice (espeak-ng for the
-    /// other languages and when Piper fails) for about 440 ms more per turn
-    /// on the same machine (README, "Figures"); `["piper", "kokoro",
-    /// "espeak"]` adds Kokoro's natural voices for Spanish, Italian,
-    /// Portuguese and French, for about 2.8 s more per turn there (README,
-    /// "The Kokoro voice").
+    /// Providers in fallback order. Default: `["piper", "kokoro",
+    /// "espeak"]`: the natural Piper voice for English, Kokoro's native
+    /// voices for Spanish, Italian, Portuguese and French, espeak-ng when
+    /// they fail (then text). `["espeak"]` alone is the fastest (a fast-path
+    /// turn under 600 ms on 2 cores) and robotic (README, "Figures").
     pub providers: Vec<ProviderKind>,
     pub fallback: FallbackConfig,
     pub piper: PiperConfig,
@@ -45,7 +42,11 @@ pub struct TtsConfig {
 impl Default for TtsConfig {
     fn default() -> Self {
         Self {
-            providers: vec![ProviderKind::Espeak],
+            providers: vec![
+                ProviderKind::Piper,
+                ProviderKind::Kokoro,
+                ProviderKind::Espeak,
+            ],
             fallback: FallbackConfig::default(),
             piper: PiperConfig::default(),
             kokoro: KokoroConfig::default(),
@@ -62,7 +63,8 @@ impl Default for TtsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FallbackConfig {
     /// An attempt that has produced no audio this long after its first text
-    /// chunk is abandoned for the next provider. Default: 1500 ms.
+    /// chunk is abandoned for the next provider. Default: 5000 ms, above
+    /// Kokoro's first sentence on 2 cores (p95 3.7 s).
     pub first_audio_timeout_ms: u64,
     /// Once audio flows, a gap this long between chunks ends the reply with
     /// an error (the caller sends text). Default: 3000 ms.
@@ -72,7 +74,7 @@ pub struct FallbackConfig {
 impl Default for FallbackConfig {
     fn default() -> Self {
         Self {
-            first_audio_timeout_ms: 1500,
+            first_audio_timeout_ms: 5000,
             stall_timeout_ms: 3000,
         }
     }
@@ -324,17 +326,16 @@ mod tests {
     }
 
     #[test]
-    fn the_default_chain_is_espeak_and_the_natural_voices_are_one_line_away() {
-        let chain = crate::tts::from_config(&TtsConfig::default()).unwrap();
-        assert_eq!(chain.providers().collect::<Vec<_>>(), ["espeak"]);
-        let natural: TtsConfig =
-            toml::from_str("providers = [\"piper\", \"kokoro\", \"espeak\"]").unwrap();
-        let chain =
-            crate::tts::from_config(&natural).expect("run ./x setup to fetch the local voices");
+    fn the_default_chain_is_natural_and_espeak_alone_is_one_line_away() {
+        let chain = crate::tts::from_config(&TtsConfig::default())
+            .expect("run ./x setup to fetch the local voices");
         assert_eq!(
             chain.providers().collect::<Vec<_>>(),
             ["piper", "kokoro", "espeak"]
         );
+        let robotic: TtsConfig = toml::from_str("providers = [\"espeak\"]").unwrap();
+        let chain = crate::tts::from_config(&robotic).unwrap();
+        assert_eq!(chain.providers().collect::<Vec<_>>(), ["espeak"]);
     }
 
     #[test]

@@ -101,8 +101,21 @@ pub fn config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
     config.service.shutdown_grace_ms = 5_000;
     config.dialog.data_dir = crate_dir().join("data");
     config.budgets = generous_budgets();
+    quick_voice(&mut config);
     config
 }
+
+/// espeak-ng only, nothing rendered ahead: the tests of delivery mechanics
+/// share two cores and need a reply's audio, not a natural voice (the
+/// voice tests and `a_voice_note_is_answered_in_the_default_voice` use the
+/// default chain).
+pub fn quick_voice(config: &mut Config) {
+    config.tts.providers = vec![voxline::tts::ProviderKind::Espeak];
+    config.tts.cache.warm = false;
+}
+
+/// [`quick_voice`] as TOML, for tests that run the binary.
+pub const QUICK_VOICE_TOML: &str = "[tts]\nproviders = [\"espeak\"]\n[tts.cache]\nwarm = false\n";
 
 /// Every budget at a minute, with its default action: tests of delivery
 /// mechanics run on a loaded machine and must not trip a budget; tests of
