@@ -176,6 +176,20 @@ impl Streaming {
     }
 }
 
+impl Drop for Streaming {
+    /// A decode abandoned before `finish` (a refused header, the caller's
+    /// error) closes the worker's input and waits for it: it reads to the
+    /// end of what it was given, within the decode limits, and stops, so no
+    /// thread outlives its note (the fuzzer's LeakSanitizer saw the
+    /// worker's thread-local state still alive after such a note).
+    fn drop(&mut self) {
+        self.chunks = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
 /// Decodes a whole buffered note.
 pub(crate) fn decode_buffered(
     format: AudioFormat,
