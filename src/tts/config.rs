@@ -129,14 +129,14 @@ pub struct KokoroConfig {
     pub voices_dir: PathBuf,
     /// The voice per reply language, the name of a file in `voices_dir`
     /// without `.npy`; a language not named here is left to the next
-    /// provider. Default: of the five Japanese voices, the one that came
-    /// back best through Whisper for each of es, it, pt and fr (see
-    /// [`crate::tts::kokoro::default_voices`]). Each language also has
-    /// Kokoro's native voices ([`crate::tts::kokoro::NATIVE_VOICES`]):
-    /// `ef_dora` and `em_alex` (es), `if_sara` and `im_nicola` (it),
-    /// `pf_dora` and `pm_alex` (pt, Brazilian), `ff_siwis` (fr), e.g.
-    /// `voices = { es = "ef_dora", it = "if_sara", pt = "pf_dora", fr =
-    /// "ff_siwis" }`. The map replaces the default whole.
+    /// provider. Default: of Kokoro's native voices
+    /// ([`crate::tts::kokoro::NATIVE_VOICES`]: `ef_dora` and `em_alex` (es),
+    /// `if_sara` and `im_nicola` (it), `pf_dora` and `pm_alex` (pt,
+    /// Brazilian), `ff_siwis` (fr)), the one that came back best through
+    /// Whisper for each language (see
+    /// [`crate::tts::kokoro::default_voices`]); the Japanese voices
+    /// (`jf_nezumi`, `jf_gongitsune`, ...) are there too, e.g. `voices = {
+    /// es = "jf_nezumi" }`. The map replaces the default whole.
     pub voices: HashMap<Language, String>,
     /// The ONNX Runtime shared library, as for Piper. Default:
     /// `onnxruntime/libonnxruntime.so`.

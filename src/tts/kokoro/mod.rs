@@ -86,16 +86,21 @@ fn unavailable(reason: impl ToString) -> TtsError {
     }
 }
 
-/// The voice each language uses unless configured otherwise: of the five
-/// Japanese voices, the one whose replies came back best through Whisper
-/// base in `tests/tts_roundtrip.rs` (six template replies per language).
-/// The native voices ([`native_voices`]) are one config line away.
+/// The voice each language uses unless configured otherwise: of Kokoro's
+/// native voices, the one whose replies came back best through an Ogg/Opus
+/// voice note to Whisper base (`native_voice_sweep` in
+/// `tests/tts_kokoro_native.rs`, six template replies per language; corpus
+/// WER es `em_alex` 0.0% against `ef_dora` 1.1%, it `im_nicola` 6.8%
+/// against `if_sara` 12.2%, pt `pm_alex` 10.1% against `pf_dora` 11.7%, fr
+/// `ff_siwis` 3.4%, the only one). They replaced the Japanese voices
+/// (best of five: es 2.2%, it 15.9%, pt 7.1%, fr 22.1%), which are one
+/// config line away.
 pub fn default_voices() -> HashMap<Language, String> {
     [
-        (Language::Es, "jf_nezumi"),
-        (Language::It, "jf_gongitsune"),
-        (Language::Pt, "jf_gongitsune"),
-        (Language::Fr, "jf_nezumi"),
+        (Language::Es, "em_alex"),
+        (Language::It, "im_nicola"),
+        (Language::Pt, "pm_alex"),
+        (Language::Fr, "ff_siwis"),
     ]
     .into_iter()
     .map(|(l, v)| (l, v.to_string()))
@@ -117,8 +122,8 @@ pub const NATIVE_VOICES: [(Language, &[&str]); 4] = [
 
 /// One native voice per reply language (the first of [`NATIVE_VOICES`]):
 /// what `[tts.kokoro] voices = { es = "ef_dora", it = "if_sara", pt =
-/// "pf_dora", fr = "ff_siwis" }` selects. Not the default yet (see
-/// [`default_voices`]).
+/// "pf_dora", fr = "ff_siwis" }` selects (the defaults,
+/// [`default_voices`], are the ones measured best).
 pub fn native_voices() -> HashMap<Language, String> {
     NATIVE_VOICES
         .iter()
