@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::speech::{rms, say};
+use support::speech::{rms, say, Cancels};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxline::tts::config::KokoroConfig;
@@ -97,9 +97,7 @@ async fn cancelling_stops_promptly() {
     let request = SpeechRequest {
         language: Language::It,
     };
-    let metrics = voxline::metrics::global();
-    let terminated_before = metrics.cancelled_inferences(true);
-    let finished_before = metrics.cancelled_inferences(false);
+    let cancels = Cancels::now();
     let speaking = tts.speak(&request, text_rx, audio_tx, cancel.clone());
     let stopper = async {
         tokio::time::sleep(full / 10).await;
@@ -127,15 +125,7 @@ async fn cancelling_stops_promptly() {
     // two loaded cores, so the run itself is checked by how it ended, not
     // by when.
     assert!(took < Duration::from_millis(300), "took {took:?}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metrics.cancelled_inferences(true) + metrics.cancelled_inferences(false)
-        == terminated_before + finished_before
-    {
-        assert!(Instant::now() < deadline, "the cancelled run never ended");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(metrics.cancelled_inferences(true), terminated_before + 1);
-    assert_eq!(metrics.cancelled_inferences(false), finished_before);
+    cancels.assert_one_terminated(Duration::from_secs(60)).await;
     drop(text_tx);
 
     let (chunks, report) = say(tts, &["Ci sono ancora."], Language::It).await;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::speech::{rms, say};
+use support::speech::{rms, say, Cancels};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxline::encode::EncodeConfig;
@@ -180,9 +180,7 @@ async fn cancelling_stops_promptly() {
     let (audio_tx, mut audio_rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();
     let request = english();
-    let metrics = voxline::metrics::global();
-    let terminated_before = metrics.cancelled_inferences(true);
-    let finished_before = metrics.cancelled_inferences(false);
+    let cancels = Cancels::now();
     let speaking = tts.speak(&request, text_rx, audio_tx, cancel.clone());
     let stopper = async {
         tokio::time::sleep(full / 10).await;
@@ -209,15 +207,7 @@ async fn cancelling_stops_promptly() {
 
     // The inference itself was terminated, not left to finish: it ends at
     // its current graph node, however loaded the cores are.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metrics.cancelled_inferences(true) + metrics.cancelled_inferences(false)
-        == terminated_before + finished_before
-    {
-        assert!(Instant::now() < deadline, "the cancelled run never ended");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(metrics.cancelled_inferences(true), terminated_before + 1);
-    assert_eq!(metrics.cancelled_inferences(false), finished_before);
+    cancels.assert_one_terminated(Duration::from_secs(30)).await;
 
     // The voice still speaks afterwards.
     let (chunks, report) = say(tts, &["Still here."], Language::En).await;
