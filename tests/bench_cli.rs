@@ -80,6 +80,26 @@ fn bench_json_has_every_field() {
             );
         }
     }
+    let english = &report["by_language"]["en"];
+    for spread in [
+        "fast_path",
+        "llm",
+        "fast_path_first_round",
+        "llm_first_round",
+    ] {
+        assert!(english[spread]["count"].is_u64(), "{spread}: {english}");
+    }
+    let counted =
+        english["fast_path"]["count"].as_u64().unwrap() + english["llm"]["count"].as_u64().unwrap();
+    assert_eq!(
+        counted,
+        report["turn"]["count"].as_u64().unwrap(),
+        "every answered English turn is a fast-path or an LLM one: {english}"
+    );
+    assert!(
+        english["fast_path_first_round"]["count"].as_u64().unwrap()
+            <= english["fast_path"]["count"].as_u64().unwrap()
+    );
     let turn = &report["turn"];
     assert!(turn["p50"].as_f64().unwrap() > 0.0, "{turn}");
     let rtf = report["stt_real_time_factor"]["p50"].as_f64().unwrap();

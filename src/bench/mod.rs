@@ -352,6 +352,19 @@ impl Spread {
     }
 }
 
+/// One language's answered turns. From the second round on a fixture's
+/// reply has been spoken before, so its sentences are in the speech cache
+/// whether or not they have slots; the first round's figures are those a
+/// new customer meets (the templates' fixed sentences warmed, the rest
+/// spoken for them unless an earlier note had the same reply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LanguageTurns {
+    pub fast_path: Spread,
+    pub llm: Spread,
+    pub fast_path_first_round: Spread,
+    pub llm_first_round: Spread,
+}
+
 /// The figures of a bench run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -370,6 +383,8 @@ pub struct Report {
     pub turn: Spread,
     pub turn_fast_path: Spread,
     pub turn_llm: Spread,
+    /// The answered turns per fixture language.
+    pub by_language: BTreeMap<String, LanguageTurns>,
     /// What the turn would take if its stages ran one after another.
     pub sequential: Spread,
     pub stt_real_time_factor: Spread,
@@ -428,6 +443,27 @@ impl Report {
             Spread::of(&v)
         };
         let answered = |r: &TurnRow| matches!(r.trace.end, TurnEnd::Voice | TurnEnd::Text);
+        let mut by_language = BTreeMap::new();
+        for language in rows.iter().map(|r| r.language.clone()) {
+            if by_language.contains_key(&language) {
+                continue;
+            }
+            let of = |fast: bool, first_round: bool| {
+                turn_of(&|r| {
+                    r.language == language
+                        && answered(r)
+                        && r.trace.fast_path == Some(fast)
+                        && (!first_round || r.round == 1)
+                })
+            };
+            let turns = LanguageTurns {
+                fast_path: of(true, false),
+                llm: of(false, false),
+                fast_path_first_round: of(true, true),
+                llm_first_round: of(false, true),
+            };
+            by_language.insert(language, turns);
+        }
         let mut edits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for r in &rows {
             let reference = normalise_words(&r.expected_text);
@@ -478,6 +514,7 @@ impl Report {
             turn: turn_of(&answered),
             turn_fast_path: turn_of(&|r| answered(r) && r.trace.fast_path == Some(true)),
             turn_llm: turn_of(&|r| answered(r) && r.trace.fast_path == Some(false)),
+            by_language,
             sequential: Spread::of(
                 &rows
                     .iter()

@@ -66,6 +66,29 @@ pub fn table(r: &Report) -> String {
     line("turn (fast path)", &r.turn_fast_path, None);
     line("turn (LLM)", &r.turn_llm, None);
     line("stages in sequence", &r.sequential, None);
+    if r.by_language.len() > 1 || r.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "\nturns per language, ms: fast path p50/p95 (count), LLM p50/p95 (count); all rounds | round 1"
+        );
+        let pair = |s: &Spread| {
+            if s.count == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}/{:.0} ({})", s.p50, s.p95, s.count)
+            }
+        };
+        for (language, t) in &r.by_language {
+            let _ = writeln!(
+                out,
+                "{language:<4} {:>20} {:>20} | {:>20} {:>20}",
+                pair(&t.fast_path),
+                pair(&t.llm),
+                pair(&t.fast_path_first_round),
+                pair(&t.llm_first_round)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\nSTT real-time factor: p50 {:.3}, p95 {:.3}",
