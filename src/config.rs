@@ -179,6 +179,19 @@ mod tests {
         assert_eq!(ok.stt.model, "base");
     }
 
+    #[test]
+    fn the_voice_chain_moves_on_before_the_first_audio_budget_sends_text() {
+        use crate::pipeline::budget::BudgetStage;
+        let config = Config::default();
+        let budget = config.budgets.get(BudgetStage::TtsFirstAudio).ms;
+        let timeout = config.tts.fallback.first_audio_timeout_ms;
+        // espeak-ng, the chain's last voice, needs well under a second.
+        assert!(
+            timeout + 500 <= budget,
+            "the chain gives up on a voice after {timeout} ms, the budget sends text after {budget} ms"
+        );
+    }
+
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: std::collections::HashMap<String, String> = pairs
             .iter()

@@ -63,8 +63,11 @@ impl Default for TtsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FallbackConfig {
     /// An attempt that has produced no audio this long after its first text
-    /// chunk is abandoned for the next provider. Default: 5000 ms, above
-    /// Kokoro's first sentence on 2 cores (p95 3.7 s).
+    /// chunk is abandoned for the next provider. Default: 4000 ms, above
+    /// Kokoro's first sentence on 2 cores (p95 3.7 s) and a second below the
+    /// `tts_first_audio` budget (5000 ms), so that espeak-ng still has time
+    /// to speak when a natural voice is too slow; were they equal, the
+    /// budget would send text at the instant the chain moved on.
     pub first_audio_timeout_ms: u64,
     /// Once audio flows, a gap this long between chunks ends the reply with
     /// an error (the caller sends text). Default: 3000 ms.
@@ -74,7 +77,7 @@ pub struct FallbackConfig {
 impl Default for FallbackConfig {
     fn default() -> Self {
         Self {
-            first_audio_timeout_ms: 5000,
+            first_audio_timeout_ms: 4000,
             stall_timeout_ms: 3000,
         }
     }
@@ -99,6 +102,8 @@ pub struct PiperConfig {
     pub threads: u16,
     /// Silence after each sentence, in ms. Default: 200, Piper's own.
     pub sentence_silence_ms: u32,
+    /// `[tts.piper.onnx]`: ONNX Runtime's session settings.
+    pub onnx: OnnxTuning,
 }
 
 impl Default for PiperConfig {
@@ -109,6 +114,7 @@ impl Default for PiperConfig {
             models_dir: None,
             threads: 1,
             sentence_silence_ms: 200,
+            onnx: OnnxTuning::default(),
         }
     }
 }
@@ -152,6 +158,8 @@ pub struct KokoroConfig {
     pub threads: u16,
     /// Silence after each sentence, in ms. Default: 150.
     pub sentence_silence_ms: u32,
+    /// `[tts.kokoro.onnx]`: ONNX Runtime's session settings.
+    pub onnx: OnnxTuning,
 }
 
 impl Default for KokoroConfig {
@@ -166,8 +174,53 @@ impl Default for KokoroConfig {
             speed: 1.0,
             threads: 2,
             sentence_silence_ms: 150,
+            onnx: OnnxTuning::default(),
         }
     }
+}
+
+/// ONNX Runtime's settings for one voice model's session. The defaults are
+/// ONNX Runtime's own, which measured best on this project's voices (README,
+/// "Tuning ONNX Runtime").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnnxTuning {
+    /// Graph optimisation: `all` (default), `extended`, `basic` or
+    /// `disable`.
+    pub optimization: GraphOptimization,
+    /// ONNX Runtime's CPU memory arena, which keeps freed buffers for the
+    /// next inference. Default: on.
+    pub cpu_arena: bool,
+    /// Memory patterns: buffers planned from the previous inference's
+    /// shapes. Default: on.
+    pub memory_pattern: bool,
+    /// One short inference when the voice loads, on a background thread, so
+    /// that the first customer would not pay ONNX Runtime's first-run
+    /// set-up. Default: off: measured, a fresh session's first reply took
+    /// as long as its second (README, "Tuning ONNX Runtime"), and the
+    /// warm-up costs a core for a second or two at start-up.
+    pub warm_up: bool,
+}
+
+impl Default for OnnxTuning {
+    fn default() -> Self {
+        Self {
+            optimization: GraphOptimization::All,
+            cpu_arena: true,
+            memory_pattern: true,
+            warm_up: false,
+        }
+    }
+}
+
+/// ONNX Runtime's graph optimisation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOptimization {
+    Disable,
+    Basic,
+    Extended,
+    All,
 }
 
 /// libespeak-ng in process.

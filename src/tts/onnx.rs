@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use tokio_util::sync::CancellationToken;
 
+use super::config::{GraphOptimization, OnnxTuning};
 use super::TtsError;
 
 /// A path from the config: as it is when it names a file or is absolute,
@@ -64,16 +66,32 @@ pub(crate) fn session(
     library: &Path,
     model: &Path,
     threads: u16,
+    tuning: &OnnxTuning,
     kind: &str,
     inputs: &[&str],
 ) -> Result<(Session, Vec<String>), String> {
     let environment = runtime(library)?;
     let load_err = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", model.display());
+    let level = match tuning.optimization {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    };
+    let cpu = ort::ep::CPU::default()
+        .with_arena_allocator(tuning.cpu_arena)
+        .build();
     let session = Session::builder(&environment)
         .map_err(|e| load_err(&e))?
         .with_intra_threads(usize::from(threads.max(1)))
         .map_err(|e| load_err(&e))?
         .with_inter_threads(1)
+        .map_err(|e| load_err(&e))?
+        .with_optimization_level(level)
+        .map_err(|e| load_err(&e))?
+        .with_memory_pattern(tuning.memory_pattern)
+        .map_err(|e| load_err(&e))?
+        .with_execution_providers([cpu])
         .map_err(|e| load_err(&e))?
         .commit_from_file(model)
         .map_err(|e| load_err(&e))?;
@@ -90,6 +108,41 @@ pub(crate) fn session(
         }
     }
     Ok((session, names))
+}
+
+/// The phonemes of a warm-up inference: "hello", short enough to take a
+/// fraction of a second and long enough to run every node of the graph.
+pub(crate) const WARM_UP_PHONEMES: &str = "həlˈoʊ";
+
+/// Runs `infer` once on a thread of its own, so that ONNX Runtime's
+/// first-run set-up (buffer allocation, kernel selection) is paid before a
+/// customer's first sentence rather than during it. The inference holds the
+/// voice's session like any other, so a sentence that comes meanwhile waits
+/// for it; a failure is logged and changes nothing (the voice's first
+/// sentence then pays the set-up).
+pub(crate) fn warm_up(
+    kind: &'static str,
+    infer: impl FnOnce(&RunOptions) -> Result<(), String> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("{kind}-warm-up"))
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let done = RunOptions::new()
+                .map_err(|e| e.to_string())
+                .and_then(|run| infer(&run));
+            match done {
+                Ok(()) => tracing::info!(
+                    voice = kind,
+                    ms = started.elapsed().as_millis() as u64,
+                    "voice warmed up"
+                ),
+                Err(reason) => tracing::warn!(voice = kind, %reason, "voice warm-up failed"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(voice = kind, error = %e, "cannot start the voice's warm-up");
+    }
 }
 
 /// How a cancellable inference ended without audio.

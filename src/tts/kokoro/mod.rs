@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::KokoroConfig;
-use super::onnx::{infer_cancellable, not_found, resolve, session};
+use super::onnx::{infer_cancellable, not_found, resolve, session, warm_up, WARM_UP_PHONEMES};
 use super::phonemes;
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
@@ -400,19 +400,33 @@ impl KokoroTts {
             &library,
             &model_path,
             config.threads,
+            &config.onnx,
             "Kokoro",
             &["tokens", "style", "speed"],
         )
         .map_err(unavailable)?;
         let sentence_silence =
             (u64::from(SAMPLE_RATE) * u64::from(config.sentence_silence_ms) / 1000) as usize;
+        let model = Arc::new(Model {
+            vocab,
+            voices,
+            speed: config.speed,
+            session: Mutex::new(session),
+        });
+        if config.onnx.warm_up {
+            // One model serves every voice: one inference sets it up.
+            let model = Arc::clone(&model);
+            warm_up("kokoro", move |run| {
+                let (ids, _) = model.vocab.ids(WARM_UP_PHONEMES);
+                let style = model.voices.values().next().ok_or("no voice")?;
+                match model.synthesize(&ids, style, model.speed, run) {
+                    Ok(_) | Err(Failure::Broken(_)) => Ok(()),
+                    Err(Failure::Runtime(e)) => Err(e),
+                }
+            });
+        }
         Ok(Self {
-            model: Arc::new(Model {
-                vocab,
-                voices,
-                speed: config.speed,
-                session: Mutex::new(session),
-            }),
+            model,
             sentence_silence,
         })
     }

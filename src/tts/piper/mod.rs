@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::PiperConfig;
-use super::onnx::{infer_cancellable, not_found, resolve, session};
+use super::onnx::{infer_cancellable, not_found, resolve, session, warm_up, WARM_UP_PHONEMES};
 use super::phonemes;
 use super::{
     AudioChunk, AudioClock, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError,
@@ -121,6 +121,7 @@ impl PiperTts {
             &library,
             &model_path,
             config.threads,
+            &config.onnx,
             "Piper",
             &["input", "input_lengths", "scales"],
         )
@@ -128,12 +129,20 @@ impl PiperTts {
         let takes_speaker = names.iter().any(|n| n == "sid");
         let sentence_silence =
             (u64::from(voice.sample_rate) * u64::from(config.sentence_silence_ms) / 1000) as usize;
+        let model = Arc::new(Model {
+            voice,
+            session: Mutex::new(session),
+            takes_speaker,
+        });
+        if config.onnx.warm_up {
+            let model = Arc::clone(&model);
+            warm_up("piper", move |run| {
+                let ids = model.voice.phoneme_ids(WARM_UP_PHONEMES);
+                model.synthesize(ids, run).map(drop)
+            });
+        }
         Ok(Self {
-            model: Arc::new(Model {
-                voice,
-                session: Mutex::new(session),
-                takes_speaker,
-            }),
+            model,
             sentence_silence,
         })
     }
