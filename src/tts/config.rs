@@ -408,6 +408,25 @@ mod tests {
     }
 
     #[test]
+    fn onnx_settings_come_from_the_file_per_voice() {
+        let config: TtsConfig = toml::from_str(
+            "[kokoro.onnx]\noptimization = \"basic\"\ncpu_arena = false\nwarm_up = true\n\
+             [piper.onnx]\nmemory_pattern = false",
+        )
+        .unwrap();
+        assert_eq!(config.kokoro.onnx.optimization, GraphOptimization::Basic);
+        assert!(!config.kokoro.onnx.cpu_arena && config.kokoro.onnx.warm_up);
+        assert!(config.kokoro.onnx.memory_pattern);
+        assert!(!config.piper.onnx.memory_pattern);
+        assert_eq!(config.piper.onnx.optimization, GraphOptimization::All);
+        assert!(!TtsConfig::default().piper.onnx.warm_up);
+        let err = toml::from_str::<TtsConfig>("[piper.onnx]\noptimization = \"max\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max"), "{err}");
+    }
+
+    #[test]
     fn kokoro_native_voices_are_named_per_language() {
         let config: TtsConfig = toml::from_str(
             "[kokoro]\nvoices = { es = \"em_alex\", it = \"im_nicola\", pt = \"pm_alex\", fr = \"ff_siwis\" }",
