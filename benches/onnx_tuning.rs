@@ -16,12 +16,13 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use voxline::tts::config::{GraphOptimization, KokoroConfig, OnnxTuning, PiperConfig};
 use voxline::tts::kokoro::KokoroTts;
 use voxline::tts::piper::PiperTts;
-use voxline::tts::{AudioChunk, Language, SpeechRequest, TextToSpeech};
+use voxline::tts::{Language, TextToSpeech};
+
+#[path = "common/speech.rs"]
+mod speech;
 
 const EN: &str = "Your order has been shipped and will arrive on Friday morning. Reply yes to confirm the new delivery address.";
 const ES: [&str; 2] = [
@@ -32,23 +33,7 @@ const ES: [&str; 2] = [
 /// Speaks `text`; returns the wall time and the seconds of audio.
 async fn say(tts: &dyn TextToSpeech, text: &str, language: Language) -> (Duration, f64) {
     let started = Instant::now();
-    let (text_tx, text_rx) = mpsc::channel(1);
-    text_tx.send(text.to_string()).await.unwrap();
-    drop(text_tx);
-    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioChunk>(64);
-    let request = SpeechRequest { language };
-    let collect = async {
-        let mut seconds = 0.0;
-        while let Some(chunk) = audio_rx.recv().await {
-            seconds += chunk.duration().as_secs_f64();
-        }
-        seconds
-    };
-    let (report, seconds) = tokio::join!(
-        tts.speak(&request, text_rx, audio_tx, CancellationToken::new()),
-        collect
-    );
-    report.unwrap_or_else(|e| panic!("{e}"));
+    let (_, seconds) = speech::say(tts, text, language).await;
     (started.elapsed(), seconds)
 }
 

@@ -9,13 +9,15 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use voxline::tts::config::{EspeakConfig, KokoroConfig, PiperConfig};
 use voxline::tts::espeak::EspeakTts;
 use voxline::tts::kokoro::KokoroTts;
 use voxline::tts::piper::PiperTts;
-use voxline::tts::{AudioChunk, Language, SpeechReport, SpeechRequest, TextToSpeech};
+use voxline::tts::{Language, TextToSpeech};
+
+#[path = "common/speech.rs"]
+mod speech;
+use speech::say;
 
 fn reply(language: Language) -> &'static str {
     match language {
@@ -25,27 +27,6 @@ fn reply(language: Language) -> &'static str {
         Language::Pt => "O seu pedido foi enviado e chegará na sexta-feira de manhã. Responda sim para confirmar o novo endereço.",
         Language::Fr => "Votre commande a été expédiée et arrivera vendredi matin. Répondez oui pour confirmer la nouvelle adresse.",
     }
-}
-
-/// Speaks `text`; returns the report and the seconds of audio.
-async fn say(tts: &dyn TextToSpeech, text: &str, language: Language) -> (SpeechReport, f64) {
-    let (text_tx, text_rx) = mpsc::channel(1);
-    text_tx.send(text.to_string()).await.unwrap();
-    drop(text_tx);
-    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioChunk>(64);
-    let request = SpeechRequest { language };
-    let collect = async {
-        let mut seconds = 0.0;
-        while let Some(chunk) = audio_rx.recv().await {
-            seconds += chunk.duration().as_secs_f64();
-        }
-        seconds
-    };
-    let (report, seconds) = tokio::join!(
-        tts.speak(&request, text_rx, audio_tx, CancellationToken::new()),
-        collect
-    );
-    (report.unwrap(), seconds)
 }
 
 fn bench_espeak(c: &mut Criterion) {

@@ -443,27 +443,28 @@ impl Report {
             Spread::of(&v)
         };
         let answered = |r: &TurnRow| matches!(r.trace.end, TurnEnd::Voice | TurnEnd::Text);
-        let mut by_language = BTreeMap::new();
-        for language in rows.iter().map(|r| r.language.clone()) {
-            if by_language.contains_key(&language) {
-                continue;
-            }
-            let of = |fast: bool, first_round: bool| {
-                turn_of(&|r| {
-                    r.language == language
-                        && answered(r)
-                        && r.trace.fast_path == Some(fast)
-                        && (!first_round || r.round == 1)
-                })
-            };
-            let turns = LanguageTurns {
-                fast_path: of(true, false),
-                llm: of(false, false),
-                fast_path_first_round: of(true, true),
-                llm_first_round: of(false, true),
-            };
-            by_language.insert(language, turns);
-        }
+        let languages: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.language.as_str()).collect();
+        let by_language = languages
+            .into_iter()
+            .map(|language| {
+                let of = |fast: bool, first_round: bool| {
+                    turn_of(&|r| {
+                        r.language == language
+                            && answered(r)
+                            && r.trace.fast_path == Some(fast)
+                            && (!first_round || r.round == 1)
+                    })
+                };
+                let turns = LanguageTurns {
+                    fast_path: of(true, false),
+                    llm: of(false, false),
+                    fast_path_first_round: of(true, true),
+                    llm_first_round: of(false, true),
+                };
+                (language.to_string(), turns)
+            })
+            .collect();
         let mut edits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for r in &rows {
             let reference = normalise_words(&r.expected_text);
