@@ -486,6 +486,7 @@ fn chain(providers: Vec<Arc<dyn TextToSpeech>>, first_audio_ms: u64) -> Fallback
         FallbackConfig {
             first_audio_timeout_ms: first_audio_ms,
             stall_timeout_ms: 500,
+            restart_mid_reply: true,
         },
     )
 }
@@ -558,20 +559,76 @@ async fn slow_first_audio_moves_on_and_all_failing_means_text() {
 }
 
 #[tokio::test]
-async fn a_provider_dying_after_audio_ends_the_reply() {
+async fn a_voice_stalling_mid_reply_is_replaced_by_the_next_from_the_start() {
+    // The socket sends the first sentence's audio, then nothing.
     let (ws, _) = ws_server(Behaviour::DieAfterAudio).await;
-    let (http, _) = http_server(Behaviour::Normal).await;
+    let (http, seen) = http_server(Behaviour::Normal).await;
     let tts = chain(
         vec![Arc::new(elevenlabs(&ws)), Arc::new(openai(&http))],
         300,
     );
+    let (result, audio, took) = speak(&tts, &["First.", "Second."]).await;
+    assert_eq!(result.unwrap().provider, "openai");
+    let restarts: Vec<usize> = (0..audio.len())
+        .filter(|&i| audio[i].is_restart())
+        .collect();
+    assert_eq!(restarts.len(), 1, "one restart mark");
+    assert!(restarts[0] > 0, "the stalled voice's audio came first");
+    let after = &audio[restarts[0] + 1..];
+    assert!(after.iter().all(|c| c.sample_rate == 24_000));
+    // The next voice was given the whole reply, not what was left of it.
+    let said: Vec<String> = seen
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["input"].as_str().map(str::to_string))
+        .collect();
+    let said = said.join(" ");
+    assert!(
+        said.contains("First.") && said.contains("Second."),
+        "{said}"
+    );
+    assert_eq!(samples(after), said_chunks(&seen) * 2 * 2_400);
+    // The stall is seen 500 ms after the last audio.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+/// Requests the fake HTTP voice answered; each gets 200 ms of tone.
+fn said_chunks(seen: &Seen) -> usize {
+    seen.messages.lock().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_voice_stalling_mid_reply_with_none_left_ends_the_reply() {
+    let (ws, _) = ws_server(Behaviour::DieAfterAudio).await;
+    let (http, _) = http_server(Behaviour::Normal).await;
+    // The last voice stalls: nothing can speak the reply again.
+    let tts = chain(vec![Arc::new(elevenlabs(&ws))], 300);
     let (result, audio, took) = speak(&tts, &["First.", "Second."]).await;
     assert!(
         matches!(result, Err(TtsError::Interrupted { .. })),
         "{result:?}"
     );
     assert!(!audio.is_empty(), "the first sentence was spoken");
+    assert!(audio.iter().all(|c| !c.is_restart()));
     assert!(took < Duration::from_millis(1000), "{took:?}");
+
+    // With restarts off, the chain ends the reply too.
+    let (ws, _) = ws_server(Behaviour::DieAfterAudio).await;
+    let tts = FallbackTts::new(
+        vec![Arc::new(elevenlabs(&ws)), Arc::new(openai(&http))],
+        FallbackConfig {
+            first_audio_timeout_ms: 300,
+            stall_timeout_ms: 500,
+            restart_mid_reply: false,
+        },
+    );
+    let (result, _, _) = speak(&tts, &["First.", "Second."]).await;
+    assert!(
+        matches!(result, Err(TtsError::Interrupted { .. })),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]

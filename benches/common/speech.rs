@@ -15,6 +15,9 @@ pub async fn say(tts: &dyn TextToSpeech, text: &str, language: Language) -> (Spe
     let collect = async {
         let mut seconds = 0.0;
         while let Some(chunk) = audio_rx.recv().await {
+            if chunk.is_restart() {
+                seconds = 0.0;
+            }
             seconds += chunk.duration().as_secs_f64();
         }
         seconds

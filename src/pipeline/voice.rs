@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::{Action, BudgetStage, Budgets};
 use super::trace::{SpanOutcome, Stage, Trace};
-use crate::encode::{EncodeConfig, NoteInfo, VoiceNoteEncoder};
+use crate::encode::{EncodeConfig, NoteInfo};
 use crate::tts::aggregator::{self, AggregatorConfig};
-use crate::tts::{AudioChunk, Language, SpeechRequest, TextToSpeech};
+use crate::tts::{AudioChunk, Language, NoteAssembler, SpeechRequest, TextToSpeech};
 
 /// Chunks between the stages; a reply is a few sentences, so these only
 /// fill when a stage downstream stalls.
@@ -273,21 +273,11 @@ fn encode_all(
     mut pcm: mpsc::Receiver<AudioChunk>,
     config: &EncodeConfig,
 ) -> Result<Option<(Vec<u8>, NoteInfo)>, crate::encode::EncodeError> {
-    let mut encoder: Option<VoiceNoteEncoder> = None;
-    let mut bytes = Vec::new();
+    let mut note = NoteAssembler::new(config);
     while let Some(chunk) = pcm.blocking_recv() {
-        let encoder = match &mut encoder {
-            Some(e) => e,
-            None => encoder.insert(VoiceNoteEncoder::new(chunk.sample_rate, config)?),
-        };
-        bytes.extend(encoder.push(&chunk.samples)?);
+        note.push(&chunk)?;
     }
-    let Some(encoder) = encoder else {
-        return Ok(None);
-    };
-    let (tail, info) = encoder.finish()?;
-    bytes.extend(tail);
-    Ok(Some((bytes, info)))
+    Ok(note.finish()?.map(|note| (note.bytes, note.info)))
 }
 
 #[cfg(test)]
@@ -362,13 +352,17 @@ mod tests {
     }
 
     async fn run(tts: Fake, b: &Budgets) -> VoiceRun {
+        run_with(Arc::new(tts), b).await
+    }
+
+    async fn run_with(tts: Arc<dyn TextToSpeech>, b: &Budgets) -> VoiceRun {
         let (tx, rx) = mpsc::channel(8);
         for t in ["Order 1842 ", "is on its way. ", "It arrives on Friday."] {
             tx.send(t.to_string()).await.unwrap();
         }
         drop(tx);
         speak(
-            Arc::new(tts),
+            tts,
             rx,
             Language::En,
             &EncodeConfig::default(),
@@ -420,6 +414,26 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(1_200));
         let e = r.note.unwrap_err();
         assert_eq!(e.overrun, Some(BudgetStage::TtsTotal), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_voice_stalling_mid_reply_is_thrown_away_and_the_next_speaks_it_all() {
+        let alone = run(Fake::Tone, &Budgets::default()).await;
+        let alone = alone.note.expect("a voice note").info.duration_ms;
+        let chain = crate::tts::fallback::FallbackTts::new(
+            vec![Arc::new(Fake::Stalls), Arc::new(Fake::Tone)],
+            crate::tts::config::FallbackConfig {
+                first_audio_timeout_ms: 1_000,
+                stall_timeout_ms: 200,
+                restart_mid_reply: true,
+            },
+        );
+        let r = run_with(Arc::new(chain), &Budgets::default()).await;
+        let note = r.note.expect("a voice note");
+        // The stalled voice's 500 ms are not in the note.
+        assert_eq!(note.info.duration_ms, alone);
+        let decoded = crate::media::load(&note.bytes, &crate::media::MediaConfig::default());
+        assert!(decoded.is_ok(), "the note decodes: {:?}", decoded.err());
     }
 
     #[tokio::test]

@@ -69,9 +69,14 @@ pub struct FallbackConfig {
     /// to speak when a natural voice is too slow; were they equal, the
     /// budget would send text at the instant the chain moved on.
     pub first_audio_timeout_ms: u64,
-    /// Once audio flows, a gap this long between chunks ends the reply with
-    /// an error (the caller sends text). Default: 3000 ms.
+    /// Once audio flows, a gap this long between chunks abandons the
+    /// provider as a failure would. Default: 3000 ms.
     pub stall_timeout_ms: u64,
+    /// A provider that fails or stalls after its audio went out is replaced
+    /// by the next, which speaks the whole reply again (the audio so far is
+    /// thrown away); off, or when no provider is left, the caller sends
+    /// the reply as text. Default: true.
+    pub restart_mid_reply: bool,
 }
 
 impl Default for FallbackConfig {
@@ -79,6 +84,7 @@ impl Default for FallbackConfig {
         Self {
             first_audio_timeout_ms: 4000,
             stall_timeout_ms: 3000,
+            restart_mid_reply: true,
         }
     }
 }

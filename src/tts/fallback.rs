@@ -1,10 +1,14 @@
 //! A chain of providers, tried in order. Each attempt must produce its first
 //! audio within `first_audio_timeout_ms` of its first text; a provider that
 //! fails or stays silent before that is abandoned and the next one gets the
-//! whole text so far. Once audio has gone out, switching voices mid-reply
-//! would be worse than the text, so a later failure ends the reply with
-//! [`TtsError::Interrupted`]. When every provider fails, the error is
-//! [`TtsError::AllFailed`] and the caller sends the reply as text.
+//! whole text so far. A provider that fails or stalls (`stall_timeout_ms`)
+//! after its audio has gone out is abandoned too: one note cannot change
+//! voice halfway, so the chain sends [`AudioChunk::restart`] and the next
+//! provider speaks the whole reply again (with `restart_mid_reply`, the
+//! default). When the last provider fails mid-reply the error is
+//! [`TtsError::Interrupted`]; when every provider fails before any audio it
+//! is [`TtsError::AllFailed`]. Either way the caller sends the reply as
+//! text.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +41,9 @@ enum Outcome {
     Spoke(SpeechReport),
     /// Failed with no audio sent: the next provider may try.
     FailedSilently(TtsError),
+    /// Failed after some of its audio went out: the next provider may speak
+    /// the reply again from its start.
+    FailedMidReply(TtsError),
     Failed(TtsError),
 }
 
@@ -57,7 +64,8 @@ impl TextToSpeech for FallbackTts {
         let mut replay: Vec<String> = Vec::new();
         let mut text_done = false;
         let mut failures = Vec::new();
-        for provider in &self.providers {
+        for (index, provider) in self.providers.iter().enumerate() {
+            let last = index + 1 == self.providers.len();
             let outcome = self
                 .attempt(
                     provider.as_ref(),
@@ -71,12 +79,30 @@ impl TextToSpeech for FallbackTts {
                 .await;
             match outcome {
                 Outcome::Spoke(report) => return Ok(report),
-                Outcome::Failed(TtsError::Cancelled) => return Err(TtsError::Cancelled),
+                Outcome::Failed(TtsError::Cancelled)
+                | Outcome::FailedSilently(TtsError::Cancelled)
+                | Outcome::FailedMidReply(TtsError::Cancelled) => return Err(TtsError::Cancelled),
                 Outcome::Failed(error) => {
                     crate::metrics::global().provider_error("tts", provider.name());
                     return Err(error);
                 }
-                Outcome::FailedSilently(TtsError::Cancelled) => return Err(TtsError::Cancelled),
+                Outcome::FailedMidReply(error) if last || !self.config.restart_mid_reply => {
+                    crate::metrics::global().provider_error("tts", provider.name());
+                    return Err(TtsError::Interrupted {
+                        provider: provider.name().to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+                Outcome::FailedMidReply(error) => {
+                    let metrics = crate::metrics::global();
+                    metrics.provider_error("tts", provider.name());
+                    metrics.provider_fallback("tts", provider.name());
+                    tracing::warn!(provider = provider.name(), %error, "TTS provider failed mid-reply; the next speaks it again");
+                    if audio.send(AudioChunk::restart()).await.is_err() {
+                        return Err(TtsError::Cancelled);
+                    }
+                    failures.push(format!("{}: {error}", provider.name()));
+                }
                 Outcome::FailedSilently(error) => {
                     let metrics = crate::metrics::global();
                     metrics.provider_error("tts", provider.name());
@@ -175,7 +201,7 @@ impl FallbackTts {
                         ("first audio", first_audio_timeout)
                     };
                     let error = TtsError::Timeout { provider: provider.name().to_string(), what, after };
-                    return self.failed(provider, error, audio_sent);
+                    return Self::failed(error, audio_sent);
                 }
             }
             if audio_open {
@@ -190,18 +216,15 @@ impl FallbackTts {
                         audio: Duration::ZERO,
                     }),
                     Ok(_) => Outcome::FailedSilently(TtsError::NoAudio),
-                    Err(error) => self.failed(provider, error, audio_sent),
+                    Err(error) => Self::failed(error, audio_sent),
                 };
             }
         }
     }
 
-    fn failed(&self, provider: &dyn TextToSpeech, error: TtsError, audio_sent: bool) -> Outcome {
+    fn failed(error: TtsError, audio_sent: bool) -> Outcome {
         if audio_sent {
-            Outcome::Failed(TtsError::Interrupted {
-                provider: provider.name().to_string(),
-                reason: error.to_string(),
-            })
+            Outcome::FailedMidReply(error)
         } else {
             Outcome::FailedSilently(error)
         }

@@ -73,6 +73,68 @@ impl AudioChunk {
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.sample_rate.max(1)))
     }
+
+    /// Not audio but a mark in the stream: the audio sent before it is void
+    /// and the reply starts again with the chunks after it. A chain sends it
+    /// when a voice fails mid-reply and the next voice speaks the whole
+    /// reply again, since one note cannot change voice halfway. It is the
+    /// one chunk at 0 Hz, a rate no audio has.
+    pub fn restart() -> Self {
+        Self {
+            sample_rate: 0,
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn is_restart(&self) -> bool {
+        self.sample_rate == 0
+    }
+}
+
+/// Encodes a reply's chunks into one voice note as they come, starting the
+/// note again at an [`AudioChunk::restart`].
+pub struct NoteAssembler<'a> {
+    config: &'a EncodeConfig,
+    encoder: Option<VoiceNoteEncoder>,
+    bytes: Vec<u8>,
+}
+
+impl<'a> NoteAssembler<'a> {
+    pub fn new(config: &'a EncodeConfig) -> Self {
+        Self {
+            config,
+            encoder: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, chunk: &AudioChunk) -> Result<(), crate::encode::EncodeError> {
+        if chunk.is_restart() {
+            self.encoder = None;
+            self.bytes.clear();
+            return Ok(());
+        }
+        let encoder = match &mut self.encoder {
+            Some(encoder) => encoder,
+            None => self
+                .encoder
+                .insert(VoiceNoteEncoder::new(chunk.sample_rate, self.config)?),
+        };
+        self.bytes.extend(encoder.push(&chunk.samples)?);
+        Ok(())
+    }
+
+    /// The finished note, or `None` when no audio came after the last
+    /// restart.
+    pub fn finish(self) -> Result<Option<VoiceNote>, crate::encode::EncodeError> {
+        let Some(encoder) = self.encoder else {
+            return Ok(None);
+        };
+        let mut bytes = self.bytes;
+        let (tail, info) = encoder.finish()?;
+        bytes.extend(tail);
+        Ok(Some(VoiceNote { bytes, info }))
+    }
 }
 
 /// What one reply is spoken as.
@@ -239,26 +301,19 @@ pub async fn speak_reply(
     let speaking = tts.speak(&request, text_rx, audio_tx, cancel);
 
     let encoding = async {
-        let mut encoder: Option<VoiceNoteEncoder> = None;
-        let mut bytes = Vec::new();
+        let mut note = NoteAssembler::new(encode);
         while let Some(chunk) = audio_rx.recv().await {
-            let encoder = match &mut encoder {
-                Some(encoder) => encoder,
-                None => encoder.insert(VoiceNoteEncoder::new(chunk.sample_rate, encode)?),
-            };
-            bytes.extend(encoder.push(&chunk.samples)?);
+            note.push(&chunk)?;
         }
-        Ok::<_, TtsError>((encoder, bytes))
+        Ok::<_, TtsError>(note)
     };
     let ((), report, encoded) = tokio::join!(chunking, speaking, encoding);
     // An encoder error stops the provider with a closed channel, so it is
     // the cause to report.
-    let (encoder, mut bytes) = encoded?;
+    let note = encoded?;
     let report = report?;
-    let encoder = encoder.ok_or(TtsError::NoAudio)?;
-    let (tail, info) = encoder.finish()?;
-    bytes.extend(tail);
-    Ok((VoiceNote { bytes, info }, report))
+    let note = note.finish()?.ok_or(TtsError::NoAudio)?;
+    Ok((note, report))
 }
 
 /// Tracks when audio started and how much went out, for a [`SpeechReport`].

@@ -18,11 +18,17 @@ pub async fn say(
         text_tx.send(chunk.to_string()).await.unwrap();
     }
     drop(text_tx);
-    let (audio_tx, mut audio_rx) = mpsc::channel(8);
+    let (audio_tx, mut audio_rx) = mpsc::channel::<AudioChunk>(8);
     let collect = async {
         let mut out = Vec::new();
         while let Some(chunk) = audio_rx.recv().await {
-            out.push(chunk);
+            // A chain restarting the reply with its next voice voids the
+            // audio before.
+            if chunk.is_restart() {
+                out.clear();
+            } else {
+                out.push(chunk);
+            }
         }
         out
     };
