@@ -72,7 +72,7 @@ pub enum ConfigError {
 }
 
 /// Environment variables that override the file, and the key each replaces.
-pub const ENV_OVERRIDES: [(&str, &str); 9] = [
+pub const ENV_OVERRIDES: [(&str, &str); 11] = [
     ("WHATSAPP_ACCESS_TOKEN", "whatsapp.access_token"),
     ("WHATSAPP_APP_SECRET", "whatsapp.app_secret"),
     ("WHATSAPP_VERIFY_TOKEN", "whatsapp.verify_token"),
@@ -81,6 +81,8 @@ pub const ENV_OVERRIDES: [(&str, &str); 9] = [
     ("WHATSAPP_MEDIA_HOSTS", "whatsapp.media_hosts"),
     ("VOXLINE_ADDR", "service.addr"),
     ("VOXLINE_DATA_DIR", "store.data_dir"),
+    ("VOXLINE_STORE", "store.backend"),
+    ("VOXLINE_REDIS_URL", "store.redis.url"),
     ("VOXLINE_OPERATOR_TOKEN", "service.operator_token"),
 ];
 
@@ -134,6 +136,16 @@ impl Config {
         }
         if let Some(v) = get("VOXLINE_DATA_DIR") {
             self.store.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("VOXLINE_STORE") {
+            self.store.backend =
+                crate::store::Backend::parse(&v).ok_or_else(|| ConfigError::Malformed {
+                    name: "VOXLINE_STORE",
+                    reason: format!("{v:?} is neither sqlite nor redis"),
+                })?;
+        }
+        if let Some(v) = get("VOXLINE_REDIS_URL") {
+            self.store.redis.url = v.trim().to_string();
         }
         if let Some(v) = get("VOXLINE_OPERATOR_TOKEN") {
             self.service.operator_token = Some(Secret::new(v));
@@ -214,8 +226,19 @@ mod tests {
                 ("WHATSAPP_VERIFY_TOKEN", "ver"),
                 ("VOXLINE_ADDR", "127.0.0.1:0"),
                 ("VOXLINE_DATA_DIR", "/tmp/vx"),
+                ("VOXLINE_STORE", "redis"),
+                ("VOXLINE_REDIS_URL", "redis://10.0.0.5:6380/2"),
             ]))
             .unwrap();
+        assert_eq!(config.store.backend, crate::store::Backend::Redis);
+        assert_eq!(config.store.redis.url, "redis://10.0.0.5:6380/2");
+        assert!(matches!(
+            config.apply_env(env(&[("VOXLINE_STORE", "mongo")])),
+            Err(ConfigError::Malformed {
+                name: "VOXLINE_STORE",
+                ..
+            })
+        ));
         assert_eq!(config.whatsapp.phone_number_id.as_deref(), Some("222"));
         assert_eq!(config.service.addr.port(), 0);
         assert_eq!(config.store.data_dir, PathBuf::from("/tmp/vx"));

@@ -7,6 +7,7 @@
 //! a shared store for several machines is a second implementation of the
 //! same traits.
 
+pub mod redis;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -19,6 +20,12 @@ use crate::channel::{InboundMessage, StatusUpdate};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Where the inbox, queue and traces live: `sqlite` (default, one file
+    /// on this machine) or `redis` (shared by several processes; see
+    /// `[store.redis]`). `VOXLINE_STORE`.
+    pub backend: Backend,
+    /// The Redis server, for `backend = "redis"`.
+    pub redis: redis::RedisConfig,
     /// Folder of the store file (`voxline.db`). `VOXLINE_DATA_DIR`. Default
     /// `var` (`data/` holds the operator's intent, template and catalogue
     /// files, which are committed; the store is not).
@@ -48,6 +55,8 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Sqlite,
+            redis: redis::RedisConfig::default(),
             data_dir: PathBuf::from("var"),
             synchronous: Synchronous::Full,
             trace_retention_hours: 168,
@@ -89,6 +98,23 @@ pub struct Erased {
     pub ids: usize,
     pub statuses: usize,
     pub traces: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Redis,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sqlite" => Some(Self::Sqlite),
+            "redis" | "valkey" => Some(Self::Redis),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

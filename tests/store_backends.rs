@@ -1,0 +1,414 @@
+//! The store's suite, run through the traits against both backends: the
+//! SQLite file and a real redis-server started by the test. Whatever the
+//! service relies on (dedupe by wamid, arrival order, a final state never
+//! left, the outbox's deferred turns, traces) must hold on each.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+
+use redis_server::RedisServer;
+use voxline::channel::{Content, InboundMessage, StatusUpdate};
+use voxline::pipeline::trace::{TurnEnd, TurnTrace};
+use voxline::store::redis::{RedisConfig, RedisStore};
+use voxline::store::sqlite::SqliteStore;
+use voxline::store::{Inbox, Progress, Queue, Store, StoreConfig, StoreError, Traces, TurnState};
+
+trait Backend: Store + Traces + Send + Sync {}
+impl<T: Store + Traces + Send + Sync> Backend for T {}
+
+fn message(id: &str, from: &str) -> InboundMessage {
+    InboundMessage {
+        id: id.into(),
+        from: from.into(),
+        to: "1".into(),
+        timestamp: 1,
+        profile_name: None,
+        content: Content::Text { body: "hi".into() },
+    }
+}
+
+fn trace(id: &str, started: i64) -> TurnTrace {
+    TurnTrace {
+        message_id: id.into(),
+        from: "1".into(),
+        kind: "audio".into(),
+        started_unix_ms: started,
+        spans: Vec::new(),
+        turn_ms: 420.0,
+        sequential_ms: 600.0,
+        end: TurnEnd::Voice,
+        transcript: None,
+        language: None,
+        intent: None,
+        fast_path: None,
+        reply_text: None,
+        reply_bytes: None,
+        audio_ms: None,
+        note: None,
+        routing: None,
+        budgets_ms: Default::default(),
+    }
+}
+
+/// Each backend, fresh, with what keeps it alive.
+enum Fixture {
+    Sqlite(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+impl Fixture {
+    fn name(&self) -> &'static str {
+        match self {
+            Fixture::Sqlite(_) => "sqlite",
+            Fixture::Redis(_) => "redis",
+        }
+    }
+
+    /// A connection to this backend's store; a second call opens a second
+    /// one, as another process would.
+    async fn open(&self) -> Arc<dyn Backend> {
+        match self {
+            Fixture::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&StoreConfig {
+                    data_dir: dir.path().to_path_buf(),
+                    ..StoreConfig::default()
+                })
+                .unwrap(),
+            ),
+            Fixture::Redis(server) => Arc::new(
+                RedisStore::connect(&RedisConfig {
+                    url: server.url(),
+                    ..RedisConfig::default()
+                })
+                .await
+                .unwrap(),
+            ),
+        }
+    }
+}
+
+fn backends() -> Vec<Fixture> {
+    vec![
+        Fixture::Sqlite(tempfile::tempdir().unwrap()),
+        Fixture::Redis(RedisServer::start()),
+    ]
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_and_arrival_order_kept() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        let first = store
+            .accept(&[message("w1", "a"), message("w2", "b")], &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(first, vec![true, true], "{name}");
+        let again = store
+            .accept(&[message("w2", "b"), message("w3", "a")], &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![false, true], "{name}: a redelivery is dropped");
+        let left = store.unfinished().await.unwrap();
+        let ids: Vec<&str> = left.iter().map(|t| t.message.id.as_str()).collect();
+        assert_eq!(ids, ["w1", "w2", "w3"], "{name}");
+        assert!(left.windows(2).all(|w| w[0].seq < w[1].seq), "{name}");
+        assert!(left.iter().all(|t| t.state == TurnState::Received));
+        assert_eq!(left[0].message.content, Content::Text { body: "hi".into() });
+        let heard = store.last_heard("a").await.unwrap();
+        assert!(heard.is_some_and(|t| t >= left[0].received_at_ms), "{name}");
+        assert_eq!(store.last_heard("nobody").await.unwrap(), None, "{name}");
+        store.check_writable().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_turn_moves_forward_and_never_leaves_a_final_state() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        store
+            .accept(&[message("w1", "a"), message("w2", "b")], &[], &[])
+            .await
+            .unwrap();
+        store.advance("w1", Progress::Fetching).await.unwrap();
+        assert_eq!(store.turn("w1").await.unwrap().state, TurnState::Fetching);
+        let understood = Progress::Understood {
+            transcript: Some("hello"),
+            reply: "I heard: hello",
+        };
+        store.advance("w1", understood).await.unwrap();
+        let reply = Progress::ReplyAccepted {
+            reply_id: "wamid.R",
+        };
+        store.advance("w1", reply).await.unwrap();
+        // A late worker cannot undo the reply.
+        store.advance("w1", Progress::Fetching).await.unwrap();
+        let failed = Progress::Failed {
+            reason: "late",
+            dead_letter: false,
+        };
+        store.advance("w1", failed).await.unwrap();
+        let done = store.turn("w1").await.unwrap();
+        assert_eq!(done.state, TurnState::Replied, "{name}");
+        assert_eq!(done.transcript.as_deref(), Some("hello"), "{name}");
+        assert_eq!(done.reply_text.as_deref(), Some("I heard: hello"));
+        assert_eq!(done.reply_id.as_deref(), Some("wamid.R"));
+        assert_eq!(done.failure, None, "{name}");
+        assert_eq!(done.said(), Some("hello"));
+
+        let dead = Progress::Failed {
+            reason: "rejected: (#100) invalid parameter",
+            dead_letter: true,
+        };
+        store.advance("w2", dead).await.unwrap();
+        let w2 = store.turn("w2").await.unwrap();
+        assert_eq!((w2.state, w2.dead_letter), (TurnState::Failed, true));
+        assert!(w2.failure.unwrap().contains("invalid parameter"));
+        assert!(store.unfinished().await.unwrap().is_empty(), "{name}");
+        assert!(matches!(
+            store.advance("nope", Progress::Fetching).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.turn("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_turn_keeps_its_reply_and_voice_and_waits() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        store
+            .accept(&[message("wamid.D", "34600")], &[], &[])
+            .await
+            .unwrap();
+        store.advance("wamid.D", Progress::Fetching).await.unwrap();
+        let fetch = Progress::Deferred {
+            reason: "fetch failed: server error 500",
+            retry_at_ms: 5,
+            voice: None,
+        };
+        store.advance("wamid.D", fetch).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!(
+            (t.state, t.attempts, t.retry_at_ms),
+            (TurnState::Received, 1, Some(5)),
+            "{name}: a fetch that failed goes back to received"
+        );
+        assert_eq!(t.waiting.as_deref(), Some("fetch failed: server error 500"));
+        let understood = Progress::Understood {
+            transcript: Some("hi"),
+            reply: "hello",
+        };
+        store.advance("wamid.D", understood).await.unwrap();
+        // Not valid UTF-8, as an Ogg page is not.
+        let note = [b'O', b'g', b'g', b'S', 0, 0xff, 0xfe, 7];
+        let send = Progress::Deferred {
+            reason: "send failed: server error 500",
+            retry_at_ms: 9,
+            voice: Some(&note),
+        };
+        store.advance("wamid.D", send).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!((t.state, t.attempts), (TurnState::Transcribed, 2), "{name}");
+        assert_eq!(t.reply_text.as_deref(), Some("hello"));
+        assert_eq!(t.reply_voice.as_deref(), Some(&note[..]), "{name}");
+        assert!(store.retry_now("wamid.D").await.unwrap(), "{name}");
+        let due = store.turn("wamid.D").await.unwrap().retry_at_ms.unwrap();
+        assert!(due > 9, "{name}: due now, not at 9");
+        let accepted = Progress::ReplyAccepted {
+            reply_id: "wamid.OUT",
+        };
+        store.advance("wamid.D", accepted).await.unwrap();
+        let t = store.turn("wamid.D").await.unwrap();
+        assert_eq!(t.state, TurnState::Replied);
+        assert_eq!((t.waiting, t.reply_voice, t.retry_at_ms), (None, None, None));
+        assert!(!store.retry_now("wamid.D").await.unwrap(), "{name}");
+        assert!(!store.retry_now("nope").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn reports_and_errors_are_taken_with_the_messages() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        let failed = StatusUpdate {
+            message_id: "wamid.R".into(),
+            status: "failed".into(),
+            recipient: "a".into(),
+            timestamp: 2,
+            error: Some((131_047, "Re-engagement message".into())),
+        };
+        let fresh = store
+            .accept(
+                &[message("w1", "a")],
+                &[failed],
+                &[(131_000, "Something went wrong".into())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh, vec![true], "{name}");
+        // Reports alone are a webhook too.
+        let fresh = store.accept(&[], &[], &[(1, "x".into())]).await.unwrap();
+        assert!(fresh.is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn traces_are_kept_newest_first_and_pruned() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        for (id, started) in [("a", 1_000), ("b", 3_000), ("c", 2_000)] {
+            store.save_trace(&trace(id, started)).await.unwrap();
+        }
+        // A resumed turn's trace replaces the old one.
+        store.save_trace(&trace("a", 4_000)).await.unwrap();
+        let ids: Vec<String> = store
+            .recent_traces(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.message_id)
+            .collect();
+        assert_eq!(ids, ["a", "b", "c"], "{name}");
+        assert_eq!(store.recent_traces(1).await.unwrap().len(), 1, "{name}");
+        assert_eq!(store.prune_traces(2_500).await.unwrap(), 1, "{name}");
+        let left: Vec<String> = store
+            .recent_traces(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.message_id)
+            .collect();
+        assert_eq!(left, ["a", "b"], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_racing_on_one_message_record_it_once() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let (one, two) = (fixture.open().await, fixture.open().await);
+        let mut handles = Vec::new();
+        for round in 0..50 {
+            let id = format!("wamid.race{round}");
+            for store in [one.clone(), two.clone()] {
+                let id = id.clone();
+                handles.push(tokio::spawn(async move {
+                    store.accept(&[message(&id, "a")], &[], &[]).await.unwrap()[0]
+                }));
+            }
+        }
+        let mut fresh = 0;
+        for handle in handles {
+            fresh += usize::from(handle.await.unwrap());
+        }
+        assert_eq!(fresh, 50, "{name}: each message new exactly once");
+        assert_eq!(one.unfinished().await.unwrap().len(), 50, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_state_survives_a_new_connection() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        store
+            .accept(&[message("w1", "a"), message("w2", "a")], &[], &[])
+            .await
+            .unwrap();
+        let understood = Progress::Understood {
+            transcript: None,
+            reply: "hello",
+        };
+        store.advance("w1", understood).await.unwrap();
+        drop(store);
+        let store = fixture.open().await;
+        let left = store.unfinished().await.unwrap();
+        assert_eq!(left.len(), 2, "{name}");
+        assert_eq!(left[0].state, TurnState::Transcribed, "{name}");
+        assert_eq!(left[0].reply_text.as_deref(), Some("hello"));
+        assert_eq!(left[0].said(), Some("hi"), "{name}: a text's body");
+        let again = store.accept(&[message("w1", "a")], &[], &[]).await;
+        assert_eq!(again.unwrap(), vec![false], "{name}");
+    }
+}
+
+/// With `appendfsync always`, a message the store acknowledged survives the
+/// server being killed (no shutdown save) and restarted; the store's
+/// connection comes back by itself.
+#[tokio::test]
+async fn redis_loses_no_acknowledged_message_when_the_server_is_killed() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        let id = format!("wamid.K{i}");
+        if i == 120 {
+            server.kill_and_restart();
+        }
+        // Meta retries what was not acknowledged; so does this loop.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match store.accept(&[message(&id, "a")], &[], &[]).await {
+                Ok(_) => break,
+                Err(e) => assert!(tries < 50, "{id} never stored: {e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        acknowledged.push(id);
+    }
+    server.kill_and_restart();
+    let store = RedisStore::connect(&RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    let left: Vec<String> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.message.id)
+        .collect();
+    assert_eq!(left, acknowledged);
+    assert!(server.dir().join("appendonlydir").exists());
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error_in_time() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let result = RedisStore::connect(&RedisConfig {
+        url: format!("redis://:secret@127.0.0.1:{port}/0"),
+        timeout_ms: 500,
+        ..RedisConfig::default()
+    })
+    .await;
+    let Err(error) = result else {
+        panic!("connected to nothing")
+    };
+    let text = error.to_string();
+    assert!(text.contains(&port.to_string()), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
