@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use support::fake_graph::{FakeGraph, Faults, Sent};
 use support::*;
-use voxline::store::{Queue, TurnState};
+use voxline::store::TurnState;
 use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript, Window};
 
 fn env(name: &str, default: u64) -> u64 {

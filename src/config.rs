@@ -139,7 +139,7 @@ impl Config {
         }
         if let Some(v) = get("VOXLINE_STORE") {
             self.store.backend =
-                crate::store::Backend::parse(&v).ok_or_else(|| ConfigError::Malformed {
+                crate::store::BackendKind::parse(&v).ok_or_else(|| ConfigError::Malformed {
                     name: "VOXLINE_STORE",
                     reason: format!("{v:?} is neither sqlite nor redis"),
                 })?;
@@ -230,7 +230,7 @@ mod tests {
                 ("VOXLINE_REDIS_URL", "redis://10.0.0.5:6380/2"),
             ]))
             .unwrap();
-        assert_eq!(config.store.backend, crate::store::Backend::Redis);
+        assert_eq!(config.store.backend, crate::store::BackendKind::Redis);
         assert_eq!(config.store.redis.url, "redis://10.0.0.5:6380/2");
         assert!(matches!(
             config.apply_env(env(&[("VOXLINE_STORE", "mongo")])),

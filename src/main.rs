@@ -449,6 +449,10 @@ fn forget(mut config: Config, number: &str) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    anyhow::ensure!(
+        config.store.backend == voxline::store::BackendKind::Sqlite,
+        "voxline forget erases from the SQLite store only; the Redis store cannot erase a customer yet"
+    );
     let erased = runtime.block_on(async {
         let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
         store.erase_customer(number).await
@@ -497,13 +501,12 @@ fn intent_command(mut config: Config, command: IntentCommand) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         IntentCommand::Label { message_id, intent } => {
-            use voxline::store::Queue;
             let model = voxline::dialog::cli::intent_model(&dialog)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let turn = runtime.block_on(async {
-                let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+                let store = voxline::store::open(&config.store).await?;
                 store.turn(&message_id).await
             })?;
             let dir = dialog.data_dir.join("intents");
@@ -529,16 +532,17 @@ fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+        let store = voxline::store::open(&config.store).await?;
+        let store = store.as_ref();
         let done = match command {
             OutboxCommand::List { json } => {
-                outbox::list(&store, json, &mut std::io::stdout())
+                outbox::list(store, json, &mut std::io::stdout())
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 true
             }
             OutboxCommand::Retry { id } => {
-                let due = outbox::retry(&store, &id).await?;
+                let due = outbox::retry(store, &id).await?;
                 println!(
                     "{id}: {}",
                     if due {
@@ -550,7 +554,7 @@ fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {
                 due
             }
             OutboxCommand::Drop { id } => {
-                let dropped = outbox::drop_turn(&store, &id).await?;
+                let dropped = outbox::drop_turn(store, &id).await?;
                 println!(
                     "{id}: {}",
                     if dropped {

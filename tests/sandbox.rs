@@ -32,7 +32,6 @@ use voxline::sandbox::conversation::Content;
 use voxline::sandbox::customer::{self, Business, Said};
 use voxline::sandbox::{OutboundContent, Sandbox, SandboxConfig};
 use voxline::service::Service;
-use voxline::store::Queue;
 use voxline::stt::whisper::WhisperStt;
 use voxline::stt::{SpeechToText, SttConfig, TranscribeOptions};
 

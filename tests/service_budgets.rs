@@ -20,7 +20,6 @@ use voxline::pipeline::budget::{Action, Budget, BudgetStage};
 use voxline::pipeline::reply::notices;
 use voxline::pipeline::trace::{SpanOutcome, Stage, TurnTrace};
 use voxline::service::Service;
-use voxline::store::{Queue, Traces};
 use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript};
 use voxline::tts::ProviderKind;
 

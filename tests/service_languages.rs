@@ -25,7 +25,7 @@ use voxline::dialog::session::SessionStore;
 use voxline::dialog::templates::Templates;
 use voxline::pipeline::trace::TurnTrace;
 use voxline::service::Service;
-use voxline::store::{Queue, Traces, TurnState};
+use voxline::store::TurnState;
 
 /// Generous: two real models share two cores with the other test binaries.
 const WAIT: Duration = Duration::from_secs(180);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::fake_graph::{FakeGraph, Faults, Sent};
 use support::*;
-use voxline::store::{Queue, TurnState};
+use voxline::store::TurnState;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::fake_graph::{FakeGraph, Faults};
 use support::*;
-use voxline::store::{Queue, TurnState};
+use voxline::store::TurnState;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -13,10 +13,7 @@ use voxline::channel::{Content, InboundMessage, StatusUpdate};
 use voxline::pipeline::trace::{TurnEnd, TurnTrace};
 use voxline::store::redis::{RedisConfig, RedisStore};
 use voxline::store::sqlite::SqliteStore;
-use voxline::store::{Inbox, Progress, Queue, Store, StoreConfig, StoreError, Traces, TurnState};
-
-trait Backend: Store + Traces + Send + Sync {}
-impl<T: Store + Traces + Send + Sync> Backend for T {}
+use voxline::store::{Backend, Inbox, Progress, Queue, StoreConfig, StoreError, TurnState};
 
 fn message(id: &str, from: &str) -> InboundMessage {
     InboundMessage {
@@ -228,7 +225,10 @@ async fn a_deferred_turn_keeps_its_reply_and_voice_and_waits() {
         store.advance("wamid.D", accepted).await.unwrap();
         let t = store.turn("wamid.D").await.unwrap();
         assert_eq!(t.state, TurnState::Replied);
-        assert_eq!((t.waiting, t.reply_voice, t.retry_at_ms), (None, None, None));
+        assert_eq!(
+            (t.waiting, t.reply_voice, t.retry_at_ms),
+            (None, None, None)
+        );
         assert!(!store.retry_now("wamid.D").await.unwrap(), "{name}");
         assert!(!store.retry_now("nope").await.unwrap(), "{name}");
     }
@@ -255,9 +255,76 @@ async fn reports_and_errors_are_taken_with_the_messages() {
             .await
             .unwrap();
         assert_eq!(fresh, vec![true], "{name}");
+        assert_eq!(
+            store.statuses_of("wamid.R").await.unwrap(),
+            vec![("failed".to_string(), Some(131_047))],
+            "{name}"
+        );
+        assert!(store.statuses_of("wamid.other").await.unwrap().is_empty());
         // Reports alone are a webhook too.
         let fresh = store.accept(&[], &[], &[(1, "x".into())]).await.unwrap();
         assert!(fresh.is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn retention_erases_content_then_ids_and_keeps_unfinished_turns() {
+    const DAY: i64 = 86_400_000;
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        let report = StatusUpdate {
+            message_id: "wamid.OUT".into(),
+            status: "read".into(),
+            recipient: "a".into(),
+            timestamp: 2,
+            error: None,
+        };
+        store
+            .accept(&[message("w1", "a"), message("w2", "b")], &[report], &[])
+            .await
+            .unwrap();
+        let understood = Progress::Understood {
+            transcript: Some("my address is 1 High St"),
+            reply: "noted",
+        };
+        store.advance("w1", understood).await.unwrap();
+        let reply = Progress::ReplyAccepted {
+            reply_id: "wamid.OUT",
+        };
+        store.advance("w1", reply).await.unwrap();
+        let config = StoreConfig::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+
+        let nothing = store.sweep(&config, now).await.unwrap();
+        assert_eq!((nothing.messages, nothing.ids), (0, 0), "{name}");
+        let later = now + 31 * DAY;
+        let erased = store.sweep(&config, later).await.unwrap();
+        assert_eq!((erased.messages, erased.ids), (1, 0), "{name}");
+        assert_eq!(erased.statuses, 1, "{name}");
+        let w1 = store.turn("w1").await.unwrap();
+        assert_eq!(w1.state, TurnState::Replied, "{name}");
+        assert_eq!((w1.transcript, w1.reply_text), (None, None), "{name}");
+        assert_eq!(w1.message.from, "", "{name}");
+        assert!(store.statuses_of("wamid.OUT").await.unwrap().is_empty());
+        // The id still stops a redelivery.
+        let again = store.accept(&[message("w1", "a")], &[], &[]).await;
+        assert_eq!(again.unwrap(), vec![false], "{name}");
+
+        let erased = store.sweep(&config, now + 61 * DAY).await.unwrap();
+        assert_eq!((erased.messages, erased.ids), (0, 1), "{name}");
+        assert!(matches!(
+            store.turn("w1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        // An unfinished turn keeps everything, however old.
+        let left = store.unfinished().await.unwrap();
+        assert_eq!(left.len(), 1, "{name}");
+        assert_eq!(left[0].message.from, "b", "{name}");
+        assert_eq!(store.message_count().await.unwrap(), 1, "{name}");
     }
 }
 

@@ -30,7 +30,6 @@ use crate::fixtures::{normalise_words, word_edits, Fixture, Manifest};
 use crate::pipeline::trace::{Stage, TurnEnd, TurnTrace};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::service::Service;
-use crate::store::Traces;
 use crate::stt::SpeechToText;
 
 /// `[bench]`: the thresholds `voxline bench` fails on. Each is off unless

@@ -121,7 +121,7 @@ impl OutboxConfig {
 
 /// `voxline outbox list`: what waits, why, and when it is tried next.
 pub async fn list(
-    store: &crate::store::sqlite::SqliteStore,
+    store: &dyn crate::store::Queue,
     json: bool,
     out: &mut impl std::io::Write,
 ) -> Result<usize, Box<dyn std::error::Error>> {
@@ -176,20 +176,19 @@ pub async fn list(
 /// `voxline outbox retry ID`: makes a waiting turn due now; the running
 /// service picks it up within a second. `false` when it does not wait.
 pub async fn retry(
-    store: &crate::store::sqlite::SqliteStore,
+    store: &dyn crate::store::Queue,
     id: &str,
 ) -> Result<bool, crate::store::StoreError> {
-    use crate::store::Queue;
     store.retry_now(id).await
 }
 
 /// `voxline outbox drop ID`: gives a waiting turn up; it ends failed with
 /// the reason "dropped by an operator". `false` when it does not wait.
 pub async fn drop_turn(
-    store: &crate::store::sqlite::SqliteStore,
+    store: &dyn crate::store::Queue,
     id: &str,
 ) -> Result<bool, crate::store::StoreError> {
-    use crate::store::{Progress, Queue};
+    use crate::store::Progress;
     let turn = store.turn(id).await?;
     if turn.state.is_final() || turn.waiting.is_none() {
         return Ok(false);

@@ -36,8 +36,7 @@ use crate::pipeline::budget::{BudgetHandle, BudgetStage};
 use crate::pipeline::dialog::DialogRespond;
 use crate::pipeline::reply::{Echo, Respond};
 use crate::pipeline::turn::{Arrival, TurnContext};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Queue, Store, StoreError, Traces};
+use crate::store::{Backend, Queue, Store, StoreError, Traces};
 use crate::stt::whisper::WhisperStt;
 use crate::stt::{SpeechToText, SttConfig, SttError};
 use crate::tts::cache::{SpeechCache, WarmUp};
@@ -161,7 +160,7 @@ pub enum ServeError {
 /// A running service.
 pub struct Service {
     addr: SocketAddr,
-    store: SqliteStore,
+    store: Arc<dyn Backend>,
     workers: Workers,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -202,7 +201,7 @@ impl Service {
         extra: Router,
     ) -> Result<Self, ServeError> {
         let credentials = config.whatsapp.validate()?;
-        let store = SqliteStore::open(&config.store)?;
+        let store = crate::store::open(&config.store).await?;
         config
             .outbox
             .validate()
@@ -276,8 +275,8 @@ impl Service {
         let model = stt.name().to_string();
         let ctx = Arc::new(TurnContext {
             channel,
-            queue: Arc::new(store.clone()) as Arc<dyn Queue>,
-            traces: Arc::new(store.clone()) as Arc<dyn Traces>,
+            queue: store.clone() as Arc<dyn Queue>,
+            traces: store.clone() as Arc<dyn Traces>,
             stt,
             stt_fast,
             stt_permits: Arc::new(Semaphore::new(config.service.stt_concurrency.max(1))),
@@ -324,7 +323,7 @@ impl Service {
             app_secret: credentials.app_secret,
             verify_token: credentials.verify_token,
             phone_number_id: credentials.phone_number_id,
-            inbox: Arc::new(store.clone()),
+            inbox: store.clone(),
             on_accepted,
             ack_budget,
             replay_horizon: config.store.replay_horizon(),
@@ -335,7 +334,7 @@ impl Service {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(AppState {
-                store: Arc::new(store.clone()),
+                store: store.clone() as Arc<dyn Store>,
                 model,
                 checked: Default::default(),
                 warm_up: warm_up.clone(),
@@ -466,8 +465,8 @@ impl Service {
     }
 
     /// The store, for inspection (tests, operators' commands).
-    pub fn store(&self) -> &SqliteStore {
-        &self.store
+    pub fn store(&self) -> &dyn Backend {
+        self.store.as_ref()
     }
 
     /// Messages waiting or in flight.
@@ -523,7 +522,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// What the operator console reads: the stored traces, the budgets in
 /// force and the dialog's hand-offs.
 struct ServiceConsole {
-    traces: SqliteStore,
+    traces: Arc<dyn Backend>,
     channel: Arc<dyn Channel>,
     budgets: BudgetHandle,
     sessions: Option<crate::dialog::session::SessionStore>,
@@ -548,7 +547,6 @@ impl crate::console::ConsoleData for ServiceConsole {
         message_id: &str,
         intent: &str,
     ) -> Result<crate::console::LabelDone, String> {
-        use crate::store::Queue;
         let Some(dialog) = self.dialog.clone() else {
             return Err("this service has no intents to teach".into());
         };
@@ -635,7 +633,7 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Counts the outbox for `/metrics` every few seconds, until `stop`.
-async fn count_outbox(store: SqliteStore, stop: CancellationToken) {
+async fn count_outbox(store: Arc<dyn Backend>, stop: CancellationToken) {
     loop {
         match store.waiting().await {
             Ok(waiting) => {
@@ -657,10 +655,10 @@ async fn count_outbox(store: SqliteStore, stop: CancellationToken) {
 }
 
 /// The retention sweep, hourly until `stop`: traces past
-/// `trace_retention_hours`, then [`SqliteStore::sweep`] (messages' content,
+/// `trace_retention_hours`, then [`Backend::sweep`] (messages' content,
 /// old ids, delivery reports) and sessions past `session_retention_days`.
 async fn retention(
-    store: SqliteStore,
+    store: Arc<dyn Backend>,
     sessions: Option<crate::dialog::session::SessionStore>,
     config: crate::store::StoreConfig,
     stop: CancellationToken,

@@ -23,7 +23,7 @@ pub struct StoreConfig {
     /// Where the inbox, queue and traces live: `sqlite` (default, one file
     /// on this machine) or `redis` (shared by several processes; see
     /// `[store.redis]`). `VOXLINE_STORE`.
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// The Redis server, for `backend = "redis"`.
     pub redis: redis::RedisConfig,
     /// Folder of the store file (`voxline.db`). `VOXLINE_DATA_DIR`. Default
@@ -55,7 +55,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            backend: Backend::Sqlite,
+            backend: BackendKind::Sqlite,
             redis: redis::RedisConfig::default(),
             data_dir: PathBuf::from("var"),
             synchronous: Synchronous::Full,
@@ -102,12 +102,12 @@ pub struct Erased {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Backend {
+pub enum BackendKind {
     Sqlite,
     Redis,
 }
 
-impl Backend {
+impl BackendKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "sqlite" => Some(Self::Sqlite),
@@ -289,6 +289,15 @@ pub trait Queue: Send + Sync {
     /// Makes a deferred turn due now (`voxline outbox retry`). `false` when
     /// the turn is finished or does not wait.
     async fn retry_now(&self, message_id: &str) -> Result<bool, StoreError>;
+    /// The turns that wait in the outbox, oldest first.
+    async fn waiting(&self) -> Result<Vec<Turn>, StoreError> {
+        Ok(self
+            .unfinished()
+            .await?
+            .into_iter()
+            .filter(|t| t.waiting.is_some())
+            .collect())
+    }
 }
 
 /// The finished turns' traces, kept for `[store] trace_retention_hours`.
@@ -312,4 +321,27 @@ pub trait Traces: Send + Sync {
 pub trait Store: Inbox + Queue {
     /// Proves the store can take a write now (for `/readyz`).
     async fn check_writable(&self) -> Result<(), StoreError>;
+}
+
+/// Everything the service keeps, on one backend: what [`open`] returns.
+#[async_trait::async_trait]
+pub trait Backend: Store + Traces {
+    /// Messages held, ids of erased ones included.
+    async fn message_count(&self) -> Result<u64, StoreError>;
+    /// The delivery reports recorded for a message voxline sent, oldest
+    /// first, as `(status, error code)`.
+    async fn statuses_of(&self, message_id: &str)
+        -> Result<Vec<(String, Option<i64>)>, StoreError>;
+    /// The retention sweep at `now_ms`: finished turns' content past
+    /// `message_retention_days` (their ids stay), ids past
+    /// `id_retention_days`, delivery reports past `status_retention_days`.
+    async fn sweep(&self, config: &StoreConfig, now_ms: i64) -> Result<Erased, StoreError>;
+}
+
+/// Opens the store `config.backend` names.
+pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Backend>, StoreError> {
+    Ok(match config.backend {
+        BackendKind::Sqlite => std::sync::Arc::new(sqlite::SqliteStore::open(config)?),
+        BackendKind::Redis => std::sync::Arc::new(redis::RedisStore::connect(&config.redis).await?),
+    })
 }

@@ -146,8 +146,39 @@ end
 if state == 'replied' or state == 'silent' or state == 'failed' then
   redis.call('HDEL', key, 'waiting', 'retry_at', 'reply_voice')
   redis.call('ZREM', p .. ':unfinished', id)
+  redis.call('ZADD', p .. ':finished', redis.call('HGET', key, 'received_at'), id)
 end
 return 1
+"#;
+
+/// The retention sweep, a batch at a time. ARGV: prefix, content cutoff,
+/// id cutoff, batch. Finished turns that came before the content cutoff
+/// keep only their id (the message becomes an erased placeholder, so that
+/// a redelivery is still dropped); erased ids before the id cutoff go.
+/// Returns {messages erased, ids deleted}.
+const SWEEP: &str = r#"
+local p, content, ids, batch = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local erased = 0
+local old = redis.call('ZRANGEBYSCORE', p .. ':finished', '-inf', '(' .. content, 'WITHSCORES', 'LIMIT', 0, batch)
+for k = 1, #old, 2 do
+  local id, at = old[k], old[k + 1]
+  local key = p .. ':msg:' .. id
+  local placeholder = cjson.encode({id = id, from = '', to = '', timestamp = 0,
+    profile_name = cjson.null, content = {type = 'unsupported', kind = 'erased'}})
+  redis.call('HDEL', key, 'transcript', 'reply_text', 'reply_voice', 'failure', 'waiting', 'retry_at')
+  redis.call('HSET', key, 'message', placeholder, 'customer', '')
+  redis.call('ZREM', p .. ':finished', id)
+  redis.call('ZADD', p .. ':erased', at, id)
+  erased = erased + 1
+end
+local deleted = 0
+local gone = redis.call('ZRANGEBYSCORE', p .. ':erased', '-inf', '(' .. ids, 'LIMIT', 0, batch)
+for _, id in ipairs(gone) do
+  redis.call('DEL', p .. ':msg:' .. id)
+  redis.call('ZREM', p .. ':erased', id)
+  deleted = deleted + 1
+end
+return {erased, deleted}
 "#;
 
 /// A deferred turn. ARGV: prefix, wamid, now, reason, retry_at, voice
@@ -191,13 +222,11 @@ impl RedisStore {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(client, manager),
-        )
-        .await
-        .map_err(|_| open(format!("no answer within {} ms", config.timeout_ms)))?
-        .map_err(|e| open(e.to_string()))?;
+        let conn =
+            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, manager))
+                .await
+                .map_err(|_| open(format!("no answer within {} ms", config.timeout_ms)))?
+                .map_err(|e| open(e.to_string()))?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
@@ -215,10 +244,8 @@ impl RedisStore {
 
     async fn read_turn(&self, wamid: &str) -> Result<Option<Turn>, StoreError> {
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, Vec<u8>> = conn
-            .hgetall(self.message_key(wamid))
-            .await
-            .map_err(db)?;
+        let fields: HashMap<String, Vec<u8>> =
+            conn.hgetall(self.message_key(wamid)).await.map_err(db)?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -237,12 +264,92 @@ impl RedisStore {
         )
         .await
     }
+}
 
-    /// How many messages the store holds (ids of erased ones included).
-    pub async fn message_count(&self) -> Result<u64, StoreError> {
+#[async_trait::async_trait]
+impl super::Backend for RedisStore {
+    async fn message_count(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let seq: Option<u64> = conn.get(self.key("seq")).await.map_err(db)?;
-        Ok(seq.unwrap_or(0))
+        let counts: (u64, u64, u64) = redis::pipe()
+            .zcard(self.key("unfinished"))
+            .zcard(self.key("finished"))
+            .zcard(self.key("erased"))
+            .query_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(counts.0 + counts.1 + counts.2)
+    }
+
+    async fn statuses_of(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        // A scan of the capped stream: for operators and tests, not turns.
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.key("statuses"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .map_err(db)?;
+        let mut found = Vec::new();
+        for (_, fields) in entries {
+            let Some(json) = fields.get("json") else {
+                continue;
+            };
+            let Ok(report) = serde_json::from_str::<serde_json::Value>(json) else {
+                continue;
+            };
+            if report["message_id"] == message_id {
+                let status = report["status"].as_str().unwrap_or_default().to_string();
+                found.push((status, report["error"][0].as_i64()));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn sweep(
+        &self,
+        config: &super::StoreConfig,
+        now_ms: i64,
+    ) -> Result<super::Erased, StoreError> {
+        const BATCH: usize = 1_000;
+        let day = 86_400_000_i64;
+        let content = now_ms - (config.message_retention_days as i64).saturating_mul(day);
+        let ids = now_ms - (config.id_retention_days as i64).saturating_mul(day);
+        let statuses = now_ms - (config.status_retention_days as i64).saturating_mul(day);
+        let mut conn = self.conn.clone();
+        let mut erased = super::Erased::default();
+        loop {
+            let (messages, deleted): (usize, usize) = Script::new(SWEEP)
+                .arg(&self.prefix)
+                .arg(content)
+                .arg(ids)
+                .arg(BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(db)?;
+            erased.messages += messages;
+            erased.ids += deleted;
+            if messages < BATCH && deleted < BATCH {
+                break;
+            }
+        }
+        // Stream entry ids begin with their time in ms.
+        for stream in ["statuses", "webhook_errors"] {
+            let trimmed: usize = redis::cmd("XTRIM")
+                .arg(self.key(stream))
+                .arg("MINID")
+                .arg(statuses.max(0))
+                .query_async(&mut conn)
+                .await
+                .map_err(db)?;
+            if stream == "statuses" {
+                erased.statuses = trimmed;
+            }
+        }
+        Ok(erased)
     }
 }
 
@@ -316,8 +423,7 @@ impl Inbox for RedisStore {
             .arg(self.max_statuses)
             .arg(messages.len());
         for m in messages {
-            let json =
-                serde_json::to_string(m).map_err(|e| StoreError::Database(e.to_string()))?;
+            let json = serde_json::to_string(m).map_err(|e| StoreError::Database(e.to_string()))?;
             call.arg(&m.id).arg(&m.from).arg(json);
         }
         call.arg(statuses.len());
@@ -398,9 +504,14 @@ impl Queue for RedisStore {
             step => {
                 let (state, transcript, reply, reply_id, failure, dead_letter) = match step {
                     Progress::Fetching => (TurnState::Fetching, None, None, None, None, false),
-                    Progress::Understood { transcript, reply } => {
-                        (TurnState::Transcribed, transcript, Some(reply), None, None, false)
-                    }
+                    Progress::Understood { transcript, reply } => (
+                        TurnState::Transcribed,
+                        transcript,
+                        Some(reply),
+                        None,
+                        None,
+                        false,
+                    ),
                     Progress::ReplyAccepted { reply_id } => {
                         (TurnState::Replied, None, None, Some(reply_id), None, false)
                     }
@@ -408,7 +519,14 @@ impl Queue for RedisStore {
                     Progress::Failed {
                         reason,
                         dead_letter,
-                    } => (TurnState::Failed, None, None, None, Some(reason), dead_letter),
+                    } => (
+                        TurnState::Failed,
+                        None,
+                        None,
+                        None,
+                        Some(reason),
+                        dead_letter,
+                    ),
                     Progress::Deferred { .. } => unreachable!("matched above"),
                 };
                 Script::new(ADVANCE)
@@ -468,11 +586,7 @@ impl super::Traces for RedisStore {
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
-            .zadd(
-                self.key("traces"),
-                &trace.message_id,
-                trace.started_unix_ms,
-            )
+            .zadd(self.key("traces"), &trace.message_id, trace.started_unix_ms)
             .hset(self.key("trace"), &trace.message_id, json)
             .query_async::<()>(&mut conn)
             .await

@@ -698,15 +698,27 @@ impl SqliteStore {
         })
         .await
     }
+}
 
-    /// The turns that wait in the outbox, oldest first.
-    pub async fn waiting(&self) -> Result<Vec<Turn>, StoreError> {
-        Ok(self
-            .unfinished()
-            .await?
-            .into_iter()
-            .filter(|t| t.waiting.is_some())
-            .collect())
+#[async_trait::async_trait]
+impl super::Backend for SqliteStore {
+    async fn message_count(&self) -> Result<u64, StoreError> {
+        SqliteStore::message_count(self).await
+    }
+
+    async fn statuses_of(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        SqliteStore::statuses_of(self, message_id).await
+    }
+
+    async fn sweep(
+        &self,
+        config: &super::StoreConfig,
+        now_ms: i64,
+    ) -> Result<super::Erased, StoreError> {
+        SqliteStore::sweep(self, config, now_ms).await
     }
 }
 

@@ -17,8 +17,7 @@ use voxline::channel::whatsapp::webhook::sign;
 use voxline::config::Config;
 use voxline::pipeline::budget::{Budget, BudgetStage, Budgets};
 use voxline::service::{ReplyProvider, Service};
-use voxline::store::sqlite::SqliteStore;
-use voxline::store::{Queue, Turn};
+use voxline::store::Turn;
 use voxline::stt::{SpeechToText, SttError, TranscribeOptions, Transcript, Window};
 
 use fake_graph::FakeGraph;
@@ -156,7 +155,7 @@ pub fn echo_config_for(graph: &FakeGraph, data_dir: &Path) -> Config {
 }
 
 /// Waits until the turn of `id` is final (replied, silent or failed).
-pub async fn wait_final(store: &SqliteStore, id: &str) -> Turn {
+pub async fn wait_final(store: &dyn voxline::store::Queue, id: &str) -> Turn {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let turn = store.turn(id).await.unwrap();

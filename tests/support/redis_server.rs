@@ -2,6 +2,8 @@
 //! own temporary folder, append-only file synced on every write, stopped
 //! when dropped. `./x setup` installs redis-server.
 
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
