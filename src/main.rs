@@ -42,6 +42,11 @@ enum Command {
         /// webhook. Data goes to var/sandbox unless [store] says otherwise.
         #[arg(long)]
         sandbox: bool,
+        /// What this process does: all (default), webhook (acknowledge
+        /// only) or worker (run turns only); the last two need [store]
+        /// backend = "redis". Overrides [service] role.
+        #[arg(long, value_enum)]
+        role: Option<voxline::service::Role>,
     },
     /// Transcribe audio files (Ogg/Opus, MP3, M4A, WAV, FLAC, Ogg Vorbis).
     Transcribe {
@@ -306,8 +311,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         None => Config::default(),
     };
     match cli.command {
-        Command::Serve { sandbox: false } => serve(cli.config.as_deref()),
-        Command::Serve { sandbox: true } => serve_sandbox(config),
+        Command::Serve {
+            sandbox: false,
+            role,
+        } => serve(cli.config.as_deref(), role),
+        Command::Serve { sandbox: true, .. } => serve_sandbox(config),
         Command::Intent {
             command: Some(command),
             ..
@@ -506,7 +514,7 @@ fn intent_command(mut config: Config, command: IntentCommand) -> Result<ExitCode
                 .enable_all()
                 .build()?;
             let turn = runtime.block_on(async {
-                let store = voxline::store::open(&config.store).await?;
+                let store = voxline::store::open(&config.store).await?.store;
                 store.turn(&message_id).await
             })?;
             let dir = dialog.data_dir.join("intents");
@@ -532,7 +540,7 @@ fn outbox(mut config: Config, command: OutboxCommand) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = voxline::store::open(&config.store).await?;
+        let store = voxline::store::open(&config.store).await?.store;
         let store = store.as_ref();
         let done = match command {
             OutboxCommand::List { json } => {
@@ -888,8 +896,11 @@ fn demo(config: Config, dir: &Path, limit: Option<usize>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(config_file: Option<&Path>) -> Result<ExitCode> {
-    let config = Config::for_serve(config_file)?;
+fn serve(config_file: Option<&Path>, role: Option<voxline::service::Role>) -> Result<ExitCode> {
+    let mut config = Config::for_serve(config_file)?;
+    if let Some(role) = role {
+        config.service.role = role;
+    }
     let stt_config = config.stt.clone();
     let languages = config.service.languages.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -479,3 +479,71 @@ async fn an_unreachable_server_is_a_clear_error_in_time() {
     assert!(!text.contains("secret"), "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn a_customers_lease_is_one_processes_until_given_up_or_expired() {
+    use voxline::store::Leases;
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    };
+    let (a, b) = (
+        RedisStore::connect(&config).await.unwrap(),
+        RedisStore::connect(&config).await.unwrap(),
+    );
+    assert!(a.hold("34600", "a", 10_000).await.unwrap());
+    assert!(!b.hold("34600", "b", 10_000).await.unwrap(), "held by a");
+    assert!(a.hold("34600", "a", 10_000).await.unwrap(), "a renews");
+    assert!(
+        b.hold("39300", "b", 10_000).await.unwrap(),
+        "another customer"
+    );
+    // Only the holder gives a lease up.
+    b.release("34600", "b").await.unwrap();
+    assert!(!b.hold("34600", "b", 10_000).await.unwrap());
+    a.release("34600", "a").await.unwrap();
+    assert!(b.hold("34600", "b", 200).await.unwrap());
+    // Not renewed (its process died): free after its time.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(a.hold("34600", "a", 10_000).await.unwrap(), "expired");
+}
+
+#[tokio::test]
+async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
+    use voxline::store::Leases;
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    let (position, nothing) = store.wait_for_work("0").await.unwrap();
+    assert!(nothing.is_empty());
+    let messages = [message("w1", "a"), message("w2", "b"), message("w3", "a")];
+    store.accept(&messages, &[], &[]).await.unwrap();
+    let (_, woken) = store.wait_for_work(&position).await.unwrap();
+    assert_eq!(woken, ["a", "b"], "each customer once, in order");
+    let mut busy = store.busy().await.unwrap();
+    busy.sort();
+    assert_eq!(busy, ["a", "b"]);
+    assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("w1"));
+    // A deferred turn stays first: the customer's later texts wait.
+    let later = Progress::Deferred {
+        reason: "send failed",
+        retry_at_ms: 1,
+        voice: None,
+    };
+    store.advance("w1", later).await.unwrap();
+    assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("w1"));
+    store.advance("w1", Progress::NothingToSend).await.unwrap();
+    assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("w3"));
+    let failed = Progress::Failed {
+        reason: "x",
+        dead_letter: false,
+    };
+    store.advance("w3", failed).await.unwrap();
+    assert_eq!(store.next_turn("a").await.unwrap(), None);
+    assert_eq!(store.busy().await.unwrap(), ["b"]);
+}

@@ -77,6 +77,21 @@ pub struct ServiceConfig {
     /// Opens the console and the hand-off endpoints to anyone who reaches
     /// the address, without the token. Default false; the sandbox sets it.
     pub console_open: bool,
+    /// What this process does (`voxline serve --role`): `all` (default)
+    /// takes webhooks and runs turns; `webhook` verifies, stores and
+    /// acknowledges only; `worker` runs turns only. The last two need a
+    /// store the processes share (`[store] backend = "redis"`).
+    pub role: Role,
+}
+
+/// `[service] role`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    All,
+    Webhook,
+    Worker,
 }
 
 /// `[service] reply`.
@@ -130,6 +145,7 @@ impl Default for ServiceConfig {
             reply: ReplyProvider::Dialog,
             operator_token: None,
             console_open: false,
+            role: Role::All,
         }
     }
 }
@@ -201,7 +217,14 @@ impl Service {
         extra: Router,
     ) -> Result<Self, ServeError> {
         let credentials = config.whatsapp.validate()?;
-        let store = crate::store::open(&config.store).await?;
+        let opened = crate::store::open(&config.store).await?;
+        let role = config.service.role;
+        if role != Role::All && opened.leases.is_none() {
+            return Err(ServeError::Server(std::io::Error::other(format!(
+                "[service] role = {role:?} needs a store the processes share: [store] backend = \"redis\""
+            ))));
+        }
+        let store = opened.store;
         config
             .outbox
             .validate()
@@ -291,20 +314,35 @@ impl Service {
             hearing: config.stt.hearing,
             outbox: config.outbox,
         });
-        let workers = Workers::new(ctx, config.service.workers);
-
-        let unfinished = store.unfinished().await?;
-        if !unfinished.is_empty() {
-            tracing::info!(turns = unfinished.len(), "resuming unfinished turns");
-        }
-        for turn in unfinished {
-            workers.submit(&turn.message.from, turn.message.id, None);
-        }
+        let workers = match (&opened.leases, role) {
+            // Turns are for the workers; this process only acknowledges.
+            (_, Role::Webhook) => Workers::new(ctx, 1),
+            (Some(leases), _) => Workers::shared(
+                ctx,
+                config.service.workers,
+                leases.clone(),
+                config.store.redis.claim_idle_ms,
+            ),
+            (None, _) => {
+                let workers = Workers::new(ctx, config.service.workers);
+                let unfinished = store.unfinished().await?;
+                if !unfinished.is_empty() {
+                    tracing::info!(turns = unfinished.len(), "resuming unfinished turns");
+                }
+                for turn in unfinished {
+                    workers.submit(&turn.message.from, turn.message.id, None);
+                }
+                workers
+            }
+        };
 
         let on_accepted = {
             let workers = workers.clone();
             Arc::new(
                 move |messages: Vec<crate::channel::InboundMessage>, at: Instant| {
+                    if role == Role::Webhook {
+                        return;
+                    }
                     let arrival = Arrival {
                         at,
                         ack: at.elapsed(),
@@ -339,7 +377,11 @@ impl Service {
                 checked: Default::default(),
                 warm_up: warm_up.clone(),
             })
-            .merge(webhook)
+            .merge(if role == Role::Worker {
+                Router::new()
+            } else {
+                webhook
+            })
             .merge(operator.unwrap_or_default())
             .merge(crate::console::router(
                 Arc::new(ServiceConsole {

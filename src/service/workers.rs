@@ -19,8 +19,20 @@
 //! Draining (SIGTERM) stops lanes from starting turns, waits for the turns
 //! in flight up to a deadline, then drops what is left; an unfinished turn
 //! keeps its state in the store and resumes on the next start.
+//!
+//! On a store several processes share ([`Workers::shared`], Redis), the
+//! lanes are the store's, not this process's: a customer's lane runs only
+//! while this process holds the customer's lease, and takes each next turn
+//! from the store in arrival order (whichever process acknowledged it), so
+//! one customer's turns never run in two processes at once. The lease is
+//! renewed while the lane runs and given up when it empties; a process that
+//! dies stops renewing, its leases expire after `claim_idle_ms`, and the
+//! claim scan of another process takes the customers over and finishes
+//! their turns from the state they were left in. New messages wake the
+//! workers through the store's work stream.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::pipeline::turn::{run_turn, Arrival, TurnContext, TurnOutcome};
-use crate::store::Progress;
+use crate::store::{Leases, Progress};
 
 /// Tries of a turn whose store write failed, before its lane moves on.
 const STORE_RETRIES: u32 = 3;
@@ -52,6 +64,22 @@ struct Inner {
     draining: CancellationToken,
     /// Turns in flight are dropped where they are.
     abort: CancellationToken,
+    /// The shared store's leases, when several processes run turns.
+    shared: Option<Shared>,
+}
+
+/// How this process takes part in a shared store's lanes.
+struct Shared {
+    leases: Arc<dyn Leases>,
+    /// This process's name on its leases.
+    holder: String,
+    /// A lease not renewed for this long is free for another process.
+    lease_ms: u64,
+    /// Customers whose lane runs here; `true` when woken since the lane
+    /// last looked at the store.
+    active: Mutex<HashMap<String, bool>>,
+    /// When the webhooks this process acknowledged came in, by message id.
+    arrivals: Mutex<HashMap<String, Arrival>>,
 }
 
 /// What a drain left behind.
@@ -63,6 +91,10 @@ pub struct Drained {
 
 impl Workers {
     pub fn new(ctx: Arc<TurnContext>, workers: usize) -> Self {
+        Self::build(ctx, workers, None)
+    }
+
+    fn build(ctx: Arc<TurnContext>, workers: usize, shared: Option<Shared>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ctx,
@@ -71,8 +103,35 @@ impl Workers {
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
                 abort: CancellationToken::new(),
+                shared,
             }),
         }
+    }
+
+    /// Workers on a store that other processes share: lanes run under
+    /// per-customer leases of `lease_ms`, woken by the store's work stream
+    /// and by a claim scan (every `lease_ms / 2`) that also resumes the
+    /// turns of customers whose lease is free: at start, and after another
+    /// process died.
+    pub fn shared(
+        ctx: Arc<TurnContext>,
+        workers: usize,
+        leases: Arc<dyn Leases>,
+        lease_ms: u64,
+    ) -> Self {
+        let shared = Shared {
+            leases,
+            holder: holder_name(),
+            lease_ms: lease_ms.max(100),
+            active: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(HashMap::new()),
+        };
+        tracing::info!(holder = %shared.holder, lease_ms, "running turns on the shared store");
+        let workers = Self::build(ctx, workers, Some(shared));
+        let inner = workers.inner.clone();
+        workers.inner.tasks.spawn(inner.clone().listen());
+        workers.inner.tasks.spawn(inner.claim_scan());
+        workers
     }
 
     /// Queues message `message_id` from `customer` behind that customer's
@@ -81,6 +140,13 @@ impl Workers {
     pub fn submit(&self, customer: &str, message_id: String, arrival: Option<Arrival>) {
         if self.inner.draining.is_cancelled() {
             // It is in the store; the next start picks it up.
+            return;
+        }
+        if let Some(shared) = &self.inner.shared {
+            if let Some(arrival) = arrival {
+                lock(&shared.arrivals).insert(message_id, arrival);
+            }
+            self.inner.clone().wake(customer);
             return;
         }
         crate::metrics::global().queue_depth().inc();
@@ -124,7 +190,221 @@ impl Workers {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A name for this process's leases: host, process id and start time, so
+/// that a restarted process is not taken for its predecessor.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "voxline".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!("{host}-{}-{started}", std::process::id())
+}
+
 impl Inner {
+    /// Makes sure `customer`'s lane runs here, or looks at the store again
+    /// if it already does.
+    fn wake(self: Arc<Self>, customer: &str) {
+        let Some(shared) = &self.shared else { return };
+        if self.draining.is_cancelled() {
+            return;
+        }
+        let mut active = lock(&shared.active);
+        if let Some(woken) = active.get_mut(customer) {
+            *woken = true;
+            return;
+        }
+        active.insert(customer.to_string(), false);
+        drop(active);
+        let customer = customer.to_string();
+        let inner = self.clone();
+        self.tasks
+            .spawn(async move { inner.run_shared_lane(customer).await });
+    }
+
+    /// Wakes the lanes of customers with new messages, whichever process
+    /// stored them.
+    async fn listen(self: Arc<Self>) {
+        let Some(shared) = &self.shared else { return };
+        let mut position = "$".to_string();
+        loop {
+            let read = tokio::select! {
+                r = shared.leases.wait_for_work(&position) => r,
+                () = self.draining.cancelled() => return,
+            };
+            match read {
+                Ok((next, customers)) => {
+                    position = next;
+                    for customer in customers {
+                        self.clone().wake(&customer);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the work stream");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = self.draining.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every half lease, wakes a lane for every customer with unfinished
+    /// turns: what is free (at start, or a dead process's expired lease)
+    /// is taken; what another process holds is left to it.
+    async fn claim_scan(self: Arc<Self>) {
+        let Some(shared) = &self.shared else { return };
+        let every = Duration::from_millis(shared.lease_ms / 2);
+        loop {
+            match shared.leases.busy().await {
+                Ok(customers) => {
+                    for customer in customers {
+                        self.clone().wake(&customer);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the customers waiting"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.draining.cancelled() => return,
+            }
+        }
+    }
+
+    /// A customer's lane on the shared store: while this process holds the
+    /// customer's lease, the customer's turns in arrival order.
+    async fn run_shared_lane(self: Arc<Self>, customer: String) {
+        let Some(shared) = &self.shared else { return };
+        loop {
+            if !self.draining.is_cancelled() {
+                self.drain_customer(shared, &customer).await;
+            }
+            // Leave only when nothing woke the lane since it last looked:
+            // a message stored meanwhile is not left without a lane.
+            let mut active = lock(&shared.active);
+            match active.get_mut(&customer) {
+                Some(woken) if *woken && !self.draining.is_cancelled() => *woken = false,
+                _ => {
+                    active.remove(&customer);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `customer`'s turns while the lease is ours; gives it up after.
+    /// A worker permit is taken before the lease, so that a busy process
+    /// leaves other customers to a process with room.
+    async fn drain_customer(&self, shared: &Shared, customer: &str) {
+        let permit = tokio::select! {
+            p = self.permits.acquire() => p,
+            () = self.draining.cancelled() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let mut permit = Some(permit);
+        match shared
+            .leases
+            .hold(customer, &shared.holder, shared.lease_ms)
+            .await
+        {
+            Ok(true) => {}
+            // Another process runs this customer's turns.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a customer's lease");
+                return;
+            }
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = {
+            let (leases, holder) = (shared.leases.clone(), shared.holder.clone());
+            let (customer, lost, lease_ms) = (customer.to_string(), lost.clone(), shared.lease_ms);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
+                    if !matches!(leases.hold(&customer, &holder, lease_ms).await, Ok(true)) {
+                        tracing::warn!(
+                            "a customer's lease was lost; their lane stops after this turn"
+                        );
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            })
+        };
+        let mut last: Option<String> = None;
+        while !self.draining.is_cancelled() && !lost.load(Ordering::SeqCst) {
+            let next = match shared.leases.next_turn(customer).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a customer's next turn");
+                    break;
+                }
+            };
+            let Some(message_id) = next else { break };
+            if last.as_deref() == Some(message_id.as_str()) {
+                // Still unfinished after its tries (the store failing):
+                // left for a later claim scan rather than tried in a loop.
+                break;
+            }
+            let arrival = lock(&shared.arrivals).remove(&message_id);
+            if !self.run_to_end(&message_id, arrival, &mut permit).await {
+                break;
+            }
+            last = Some(message_id);
+        }
+        renewing.abort();
+        if let Err(e) = shared.leases.release(customer, &shared.holder).await {
+            tracing::warn!(error = %e, "cannot give a customer's lease up; it expires");
+        }
+    }
+
+    /// Runs one turn with `permit`, waiting out its deferrals without it.
+    /// `false` when the service stopped it.
+    async fn run_to_end<'a>(
+        &'a self,
+        message_id: &str,
+        mut arrival: Option<Arrival>,
+        permit: &mut Option<tokio::sync::SemaphorePermit<'a>>,
+    ) -> bool {
+        let metrics = crate::metrics::global();
+        loop {
+            if permit.is_none() {
+                let acquired = tokio::select! {
+                    p = self.permits.acquire() => p,
+                    () = self.draining.cancelled() => return false,
+                };
+                let Ok(acquired) = acquired else { return false };
+                *permit = Some(acquired);
+            }
+            metrics.in_flight().inc();
+            let done = tokio::select! {
+                d = self.turn(message_id, arrival) => Some(d),
+                () = self.abort.cancelled() => None,
+            };
+            metrics.in_flight().dec();
+            let Some(deferred) = done else { return false };
+            let Some(retry_at_ms) = deferred else {
+                return true;
+            };
+            *permit = None;
+            arrival = None;
+            if !self.wait_until_due(message_id, retry_at_ms).await {
+                return false;
+            }
+        }
+    }
+
     async fn run_lane(self: Arc<Self>, customer: String) {
         loop {
             let next = {

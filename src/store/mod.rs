@@ -323,6 +323,26 @@ pub trait Store: Inbox + Queue {
     async fn check_writable(&self) -> Result<(), StoreError>;
 }
 
+/// Per-customer leases, for a store that several processes share: one
+/// customer's turns run in one process at a time, in arrival order, and a
+/// lease not renewed (its process died) expires so that another process
+/// takes the customer's turns over.
+#[async_trait::async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes `customer`'s lease for `holder`, or renews it, for `ttl_ms`;
+    /// `false` when another holder has it.
+    async fn hold(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;
+    /// Gives the lease up, if `holder` has it.
+    async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError>;
+    /// The customer's earliest unfinished turn.
+    async fn next_turn(&self, customer: &str) -> Result<Option<String>, StoreError>;
+    /// Customers with unfinished turns.
+    async fn busy(&self) -> Result<Vec<String>, StoreError>;
+    /// Waits up to a second for messages stored after position `after`
+    /// (`$` for from now on); returns the new position and their customers.
+    async fn wait_for_work(&self, after: &str) -> Result<(String, Vec<String>), StoreError>;
+}
+
 /// Everything the service keeps, on one backend: what [`open`] returns.
 #[async_trait::async_trait]
 pub trait Backend: Store + Traces {
@@ -338,10 +358,26 @@ pub trait Backend: Store + Traces {
     async fn sweep(&self, config: &StoreConfig, now_ms: i64) -> Result<Erased, StoreError>;
 }
 
+/// An opened store, with its leases when several processes may share it.
+#[derive(Clone)]
+pub struct Opened {
+    pub store: std::sync::Arc<dyn Backend>,
+    pub leases: Option<std::sync::Arc<dyn Leases>>,
+}
+
 /// Opens the store `config.backend` names.
-pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Backend>, StoreError> {
+pub async fn open(config: &StoreConfig) -> Result<Opened, StoreError> {
     Ok(match config.backend {
-        BackendKind::Sqlite => std::sync::Arc::new(sqlite::SqliteStore::open(config)?),
-        BackendKind::Redis => std::sync::Arc::new(redis::RedisStore::connect(&config.redis).await?),
+        BackendKind::Sqlite => Opened {
+            store: std::sync::Arc::new(sqlite::SqliteStore::open(config)?),
+            leases: None,
+        },
+        BackendKind::Redis => {
+            let store = std::sync::Arc::new(redis::RedisStore::connect(&config.redis).await?);
+            Opened {
+                store: store.clone(),
+                leases: Some(store),
+            }
+        }
     })
 }

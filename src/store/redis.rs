@@ -16,6 +16,11 @@
 //! | `P:webhook_errors` | stream | errors Meta reported, capped alike |
 //! | `P:traces` / `P:trace` | sorted set / hash | trace ids by start, and the traces as JSON |
 //! | `P:health` | string | the last `/readyz` write |
+//! | `P:customer:NUMBER` | sorted set | the customer's unfinished turns, by arrival |
+//! | `P:busy` | set | customers with unfinished turns |
+//! | `P:lease:NUMBER` | string | the process running the customer's turns, with a TTL |
+//! | `P:work` | stream | a customer per new message, to wake the workers (capped) |
+//! | `P:finished` / `P:erased` | sorted sets | finished turns, then erased ids, by arrival, for retention |
 //!
 //! Each write that must be all-or-nothing (a webhook's messages, a turn's
 //! step) is one Lua script, which Redis runs atomically; a redelivered wamid
@@ -56,6 +61,11 @@ pub struct RedisConfig {
     /// webhook answers with an error (and Meta retries) rather than hangs.
     /// Default 2000 ms.
     pub timeout_ms: u64,
+    /// A process's lease on a customer's turns lasts this long unless
+    /// renewed (every third of it): when a process dies, another takes its
+    /// customers' turns over within this plus half of it (its claim scan).
+    /// Default 5000 ms.
+    pub claim_idle_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -65,6 +75,7 @@ impl Default for RedisConfig {
             prefix: "{voxline}".into(),
             max_statuses: 100_000,
             timeout_ms: 2_000,
+            claim_idle_ms: 5_000,
         }
     }
 }
@@ -74,6 +85,9 @@ impl Default for RedisConfig {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For blocking reads of the work stream, which would hold up every
+    /// other command on the shared connection.
+    waiter: ConnectionManager,
     prefix: String,
     max_statuses: usize,
 }
@@ -110,6 +124,9 @@ for _ = 1, n do
       'state', 'received', 'received_at', now, 'updated_at', now,
       'attempts', 0, 'dead_letter', 0)
     redis.call('ZADD', p .. ':unfinished', seq, id)
+    redis.call('ZADD', p .. ':customer:' .. customer, seq, id)
+    redis.call('SADD', p .. ':busy', customer)
+    redis.call('XADD', p .. ':work', 'MAXLEN', '~', 10000, '*', 'customer', customer)
     local last = tonumber(redis.call('HGET', p .. ':last_heard', customer) or '0')
     if now > last then
       redis.call('HSET', p .. ':last_heard', customer, now)
@@ -147,6 +164,12 @@ if state == 'replied' or state == 'silent' or state == 'failed' then
   redis.call('HDEL', key, 'waiting', 'retry_at', 'reply_voice')
   redis.call('ZREM', p .. ':unfinished', id)
   redis.call('ZADD', p .. ':finished', redis.call('HGET', key, 'received_at'), id)
+  local customer = redis.call('HGET', key, 'customer')
+  if customer then
+    local turns = p .. ':customer:' .. customer
+    redis.call('ZREM', turns, id)
+    if redis.call('ZCARD', turns) == 0 then redis.call('SREM', p .. ':busy', customer) end
+  end
 end
 return 1
 "#;
@@ -207,6 +230,23 @@ redis.call('HSET', key, 'retry_at', ARGV[3], 'updated_at', ARGV[3])
 return 1
 "#;
 
+/// Takes or renews a customer's lease. ARGV: prefix, customer, holder,
+/// ttl ms. Returns 1 when `holder` has it now.
+const HOLD: &str = r#"
+local key = ARGV[1] .. ':lease:' .. ARGV[2]
+local current = redis.call('GET', key)
+if current and current ~= ARGV[3] then return 0 end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
+return 1
+"#;
+
+/// Gives a lease up if `holder` has it. ARGV: prefix, customer, holder.
+const RELEASE: &str = r#"
+local key = ARGV[1] .. ':lease:' .. ARGV[2]
+if redis.call('GET', key) == ARGV[3] then redis.call('DEL', key) return 1 end
+return 0
+"#;
+
 impl RedisStore {
     /// Connects to `config.url`; fails when the server cannot be reached
     /// within `timeout_ms`, naming the URL (without its password).
@@ -222,13 +262,22 @@ impl RedisStore {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let conn =
-            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, manager))
+        let conn = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client.clone(), manager.clone()),
+        )
+        .await
+        .map_err(|_| open(format!("no answer within {} ms", config.timeout_ms)))?
+        .map_err(|e| open(e.to_string()))?;
+        let waiting = manager.set_response_timeout(Some(timeout + WORK_WAIT));
+        let waiter =
+            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, waiting))
                 .await
                 .map_err(|_| open(format!("no answer within {} ms", config.timeout_ms)))?
                 .map_err(|e| open(e.to_string()))?;
         Ok(Self {
             conn,
+            waiter,
             prefix: config.prefix.clone(),
             max_statuses: config.max_statuses.max(1),
         })
@@ -642,6 +691,80 @@ impl super::Traces for RedisStore {
             .await
             .map_err(db)?;
         Ok(old.len())
+    }
+}
+
+/// The longest a worker blocks on the work stream before looking again.
+const WORK_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+#[async_trait::async_trait]
+impl super::Leases for RedisStore {
+    async fn hold(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = Script::new(HOLD)
+            .arg(&self.prefix)
+            .arg(customer)
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = Script::new(RELEASE)
+            .arg(&self.prefix)
+            .arg(customer)
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn next_turn(&self, customer: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let first: Vec<String> = conn
+            .zrange(format!("{}:customer:{customer}", self.prefix), 0, 0)
+            .await
+            .map_err(db)?;
+        Ok(first.into_iter().next())
+    }
+
+    async fn busy(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.smembers(self.key("busy")).await.map_err(db)
+    }
+
+    async fn wait_for_work(&self, after: &str) -> Result<(String, Vec<String>), StoreError> {
+        type Entries = Vec<(String, Vec<(String, HashMap<String, String>)>)>;
+        let mut conn = self.waiter.clone();
+        let read: Option<Entries> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(WORK_WAIT.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.key("work"))
+            .arg(after)
+            .query_async(&mut conn)
+            .await
+            .map_err(db)?;
+        let mut last = after.to_string();
+        let mut customers = Vec::new();
+        for (_, entries) in read.unwrap_or_default() {
+            for (id, fields) in entries {
+                last = id;
+                if let Some(customer) = fields.get("customer") {
+                    if !customers.contains(customer) {
+                        customers.push(customer.clone());
+                    }
+                }
+            }
+        }
+        Ok((last, customers))
     }
 }
 

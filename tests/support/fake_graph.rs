@@ -63,6 +63,8 @@ pub struct Faults {
     pub outage: bool,
     /// Read receipts answered only after this long.
     pub read_delay: Option<Duration>,
+    /// Sends answered only after this long (a slow Graph API).
+    pub send_delay: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -330,6 +332,10 @@ async fn messages(
             inner.typing.push(id.to_string());
         }
         return Json(json!({"success": true})).into_response();
+    }
+    let delay = state.inner.lock().unwrap().faults.send_delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
     let mut inner = state.inner.lock().unwrap();
     let faults = &mut inner.faults;
