@@ -163,6 +163,13 @@ impl Config {
         dialog
             .database
             .get_or_insert_with(|| self.store.data_dir.join(crate::store::sqlite::FILE_NAME));
+        if self.store.backend == crate::store::BackendKind::Redis {
+            dialog.shared_sessions = Some(crate::dialog::session::SharedSessions {
+                url: self.store.redis.url.clone(),
+                prefix: self.store.redis.prefix.clone(),
+                retention_secs: self.store.session_retention_days.saturating_mul(86_400),
+            });
+        }
         dialog
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis_server::RedisServer;
 use support::fake_graph::FakeGraph;
 use support::*;
+use voxline::dialog::session::{Handoff, SessionStore};
 use voxline::store::{BackendKind, TurnState};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -104,4 +105,60 @@ async fn an_unreachable_redis_stops_start_up_with_its_address() {
         panic!("started without its store")
     };
     assert!(error.to_string().contains(&port.to_string()), "{error}");
+}
+
+/// A customer's STOP, taken by one process, holds in another that shares
+/// the Redis store: sessions and choices live there, not in either
+/// process's files.
+#[tokio::test]
+async fn a_stop_taken_by_one_process_holds_in_another() {
+    let redis = RedisServer::start();
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&graph, dir.path());
+    config.store.backend = BackendKind::Redis;
+    config.store.redis.url = redis.url();
+    let customer = "34611222333";
+    let service = start(&config, FixedStt::new("x")).await;
+    let c = client();
+    let stop = text("wamid.S1", customer, "STOP");
+    assert_eq!(deliver(&c, service.addr(), &stop).await, 200);
+    let sent = graph.wait_for_sends(1, WAIT).await;
+    assert!(
+        sent[0].text.as_deref().unwrap().contains("START"),
+        "{sent:?}"
+    );
+    service.stop().await.unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    config.store.data_dir = other.path().to_path_buf();
+    let service = start(&config, FixedStt::new("x")).await;
+    let after = text("wamid.S2", customer, "where is my order 1842");
+    assert_eq!(deliver(&c, service.addr(), &after).await, 200);
+    let turn = wait_final(service.store(), "wamid.S2").await;
+    assert_eq!(turn.state, TurnState::Silent, "the STOP holds here too");
+    assert_eq!(graph.sent().len(), 1);
+    service.stop().await.unwrap();
+
+    let sessions = SessionStore::for_config(&config.dialog()).unwrap();
+    let choices = sessions.choices(customer).unwrap();
+    assert_eq!(choices.len(), 1, "{choices:?}");
+    assert_eq!(choices[0].0, "stop");
+    let mut session = sessions.load(customer).unwrap();
+    assert!(session.opted_out.is_some());
+    // Hand-offs are listed for any process's console, and released.
+    session.handoff = Some(Handoff {
+        reason: "asked for a person".into(),
+        since: 5,
+    });
+    sessions.save(&session).unwrap();
+    let waiting = sessions.handoffs().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].number, customer);
+    assert!(sessions.release(customer).unwrap());
+    assert!(sessions.handoffs().unwrap().is_empty());
+    // The right to erasure: session and choices go.
+    assert_eq!(sessions.forget(customer).unwrap(), 2);
+    assert!(sessions.choices(customer).unwrap().is_empty());
+    assert!(sessions.load(customer).unwrap().opted_out.is_none());
 }

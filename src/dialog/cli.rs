@@ -167,7 +167,7 @@ pub fn handoff_list(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), DialogError> {
-    let sessions = SessionStore::open(&config.database_path())?;
+    let sessions = SessionStore::for_config(config)?;
     let io = |e: std::io::Error| DialogError::Data {
         path: "stdout".into(),
         message: e.to_string(),
@@ -210,7 +210,7 @@ pub fn handoff_release(
     number: &str,
     out: &mut dyn Write,
 ) -> Result<bool, DialogError> {
-    let sessions = SessionStore::open(&config.database_path())?;
+    let sessions = SessionStore::for_config(config)?;
     let released = sessions.release(number)?;
     let message = if released {
         format!("released {number}: the bot answers it again")

@@ -40,6 +40,12 @@ pub struct DialogConfig {
     /// language is detected among them, and each needs its templates.
     #[serde(skip)]
     pub languages: Vec<String>,
+    /// Sessions and the customers' choices in Redis rather than the
+    /// database file, so that every process sees them: filled from
+    /// `[store.redis]` (with the session retention) by
+    /// [`crate::config::Config::dialog`] when `[store] backend = "redis"`.
+    #[serde(skip)]
+    pub shared_sessions: Option<crate::dialog::session::SharedSessions>,
 }
 
 impl Default for DialogConfig {
@@ -57,6 +63,7 @@ impl Default for DialogConfig {
             llm: LlmConfig::default(),
             kb: KbConfig::default(),
             languages: crate::service::default_languages(),
+            shared_sessions: None,
         }
     }
 }

@@ -178,16 +178,73 @@ impl Session {
 pub enum SessionError {
     #[error("session database: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("sessions in redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("session {0} is corrupt: {1}")]
     Corrupt(String, serde_json::Error),
     #[error("cannot create {0}: {1}")]
     Dir(String, std::io::Error),
 }
 
-/// Sessions in the dialog database.
+/// Sessions in the dialog database, or in Redis when processes share
+/// them.
 #[derive(Clone)]
 pub struct SessionStore {
-    conn: Arc<Mutex<Connection>>,
+    backend: SessionBackend,
+}
+
+#[derive(Clone)]
+enum SessionBackend {
+    Sqlite(Arc<Mutex<Connection>>),
+    Redis(Arc<RedisSessions>),
+}
+
+/// Where shared sessions live: `[store.redis]`'s server and key prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSessions {
+    pub url: String,
+    pub prefix: String,
+    /// A session not touched for this long expires
+    /// (`[store] session_retention_days`), unless a person has it.
+    pub retention_secs: u64,
+}
+
+/// Sessions in Redis: `P:session:NUMBER` (JSON, expiring after the
+/// retention unless handed off), `P:handoffs` (numbers with a person),
+/// `P:choices:NUMBER` (the STOP/START/text-only audit, kept until erased).
+/// The calls are blocking, like SQLite's, on one connection re-opened
+/// after an error.
+struct RedisSessions {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    prefix: String,
+    retention_secs: u64,
+}
+
+impl RedisSessions {
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, SessionError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let timeout = std::time::Duration::from_secs(2);
+            let conn = self.client.get_connection_with_timeout(timeout)?;
+            conn.set_read_timeout(Some(timeout))?;
+            conn.set_write_timeout(Some(timeout))?;
+            *slot = Some(conn);
+        }
+        let result = f(slot.as_mut().expect("connected above"));
+        if result.is_err() {
+            // The next call connects again.
+            *slot = None;
+        }
+        Ok(result?)
+    }
+
+    fn key(&self, kind: &str, number: &str) -> String {
+        format!("{}:{kind}:{number}", self.prefix)
+    }
 }
 
 const SCHEMA: &str = "
@@ -211,29 +268,58 @@ impl SessionStore {
         Self::with_connection(Connection::open_in_memory()?)
     }
 
+    /// The sessions `config` names: shared in Redis, or in its database
+    /// file.
+    pub fn for_config(config: &super::config::DialogConfig) -> Result<Self, SessionError> {
+        match &config.shared_sessions {
+            Some(shared) => Self::shared(shared),
+            None => Self::open(&config.database_path()),
+        }
+    }
+
+    /// Sessions in Redis, shared by every process; checks the server
+    /// answers.
+    pub fn shared(config: &SharedSessions) -> Result<Self, SessionError> {
+        let sessions = RedisSessions {
+            client: redis::Client::open(config.url.as_str())?,
+            conn: Mutex::new(None),
+            prefix: config.prefix.clone(),
+            retention_secs: config.retention_secs.max(1),
+        };
+        sessions.run(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(Self {
+            backend: SessionBackend::Redis(Arc::new(sessions)),
+        })
+    }
+
     fn with_connection(conn: Connection) -> Result<Self, SessionError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            backend: SessionBackend::Sqlite(Arc::new(Mutex::new(conn))),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+        conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The number's session, or a fresh one.
     pub fn load(&self, number: &str) -> Result<Session, SessionError> {
-        let data: Option<String> = self
-            .lock()
-            .query_row(
-                "SELECT data FROM dialog_sessions WHERE number = ?1",
-                params![number],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let data: Option<String> = match &self.backend {
+            SessionBackend::Sqlite(conn) => Self::lock(conn)
+                .query_row(
+                    "SELECT data FROM dialog_sessions WHERE number = ?1",
+                    params![number],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            SessionBackend::Redis(r) => {
+                let key = r.key("session", number);
+                r.run(|c| redis::cmd("GET").arg(&key).query(c))?
+            }
+        };
         match data {
             Some(d) => {
                 serde_json::from_str(&d).map_err(|e| SessionError::Corrupt(number.into(), e))
@@ -245,11 +331,41 @@ impl SessionStore {
     pub fn save(&self, session: &Session) -> Result<(), SessionError> {
         let data = serde_json::to_string(session)
             .map_err(|e| SessionError::Corrupt(session.number.clone(), e))?;
-        self.lock().execute(
-            "INSERT INTO dialog_sessions (number, data, handoff, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (number) DO UPDATE SET data = ?2, handoff = ?3, updated_at = ?4",
-            params![session.number, data, session.handoff.is_some(), session.last_activity],
-        )?;
+        match &self.backend {
+            SessionBackend::Sqlite(conn) => {
+                Self::lock(conn).execute(
+                    "INSERT INTO dialog_sessions (number, data, handoff, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (number) DO UPDATE SET data = ?2, handoff = ?3, updated_at = ?4",
+                    params![session.number, data, session.handoff.is_some(), session.last_activity],
+                )?;
+            }
+            SessionBackend::Redis(r) => {
+                let key = r.key("session", &session.number);
+                let handoffs = format!("{}:handoffs", r.prefix);
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                // A conversation with a person waits for them, however long.
+                if session.handoff.is_some() {
+                    pipe.cmd("SET").arg(&key).arg(&data).ignore();
+                    pipe.cmd("SADD")
+                        .arg(&handoffs)
+                        .arg(&session.number)
+                        .ignore();
+                } else {
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(&data)
+                        .arg("EX")
+                        .arg(r.retention_secs)
+                        .ignore();
+                    pipe.cmd("SREM")
+                        .arg(&handoffs)
+                        .arg(&session.number)
+                        .ignore();
+                }
+                r.run(|c| pipe.query::<()>(c))?;
+            }
+        }
         Ok(())
     }
 
@@ -260,16 +376,50 @@ impl SessionStore {
         kind: &str,
         choice: &Choice,
     ) -> Result<(), SessionError> {
-        self.lock().execute(
-            "INSERT INTO dialog_choices (number, kind, at, source) VALUES (?1, ?2, ?3, ?4)",
-            params![number, kind, choice.at, choice.source],
-        )?;
+        match &self.backend {
+            SessionBackend::Sqlite(conn) => {
+                Self::lock(conn).execute(
+                    "INSERT INTO dialog_choices (number, kind, at, source) VALUES (?1, ?2, ?3, ?4)",
+                    params![number, kind, choice.at, choice.source],
+                )?;
+            }
+            SessionBackend::Redis(r) => {
+                let entry =
+                    serde_json::json!({"kind": kind, "at": choice.at, "source": choice.source});
+                let key = r.key("choices", number);
+                r.run(|c| {
+                    redis::cmd("RPUSH")
+                        .arg(&key)
+                        .arg(entry.to_string())
+                        .query::<()>(c)
+                })?;
+            }
+        }
         Ok(())
     }
 
     /// Every recorded choice of a number: (kind, at, source), oldest first.
     pub fn choices(&self, number: &str) -> Result<Vec<(String, i64, String)>, SessionError> {
-        let conn = self.lock();
+        let conn = match &self.backend {
+            SessionBackend::Sqlite(conn) => conn,
+            SessionBackend::Redis(r) => {
+                let key = r.key("choices", number);
+                let entries: Vec<String> =
+                    r.run(|c| redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(c))?;
+                let mut out = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let v: serde_json::Value = serde_json::from_str(&entry)
+                        .map_err(|e| SessionError::Corrupt(number.into(), e))?;
+                    out.push((
+                        v["kind"].as_str().unwrap_or_default().to_string(),
+                        v["at"].as_i64().unwrap_or_default(),
+                        v["source"].as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+                return Ok(out);
+            }
+        };
+        let conn = Self::lock(conn);
         let mut stmt = conn
             .prepare("SELECT kind, at, source FROM dialog_choices WHERE number = ?1 ORDER BY id")?;
         let rows = stmt.query_map(params![number], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -278,44 +428,88 @@ impl SessionStore {
 
     /// Sessions waiting for a person, oldest hand-off first.
     pub fn handoffs(&self) -> Result<Vec<Session>, SessionError> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT number, data FROM dialog_sessions WHERE handoff = 1")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows: Vec<(String, String)> = match &self.backend {
+            SessionBackend::Sqlite(conn) => {
+                let conn = Self::lock(conn);
+                let mut stmt =
+                    conn.prepare("SELECT number, data FROM dialog_sessions WHERE handoff = 1")?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            }
+            SessionBackend::Redis(r) => {
+                let handoffs = format!("{}:handoffs", r.prefix);
+                let numbers: Vec<String> =
+                    r.run(|c| redis::cmd("SMEMBERS").arg(&handoffs).query(c))?;
+                let mut rows = Vec::with_capacity(numbers.len());
+                for number in numbers {
+                    let key = r.key("session", &number);
+                    let data: Option<String> = r.run(|c| redis::cmd("GET").arg(&key).query(c))?;
+                    if let Some(data) = data {
+                        rows.push((number, data));
+                    }
+                }
+                rows
+            }
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (number, data) = row?;
-            out.push(
-                serde_json::from_str::<Session>(&data)
-                    .map_err(|e| SessionError::Corrupt(number, e))?,
-            );
+        for (number, data) in rows {
+            let session = serde_json::from_str::<Session>(&data)
+                .map_err(|e| SessionError::Corrupt(number, e))?;
+            if session.handoff.is_some() {
+                out.push(session);
+            }
         }
         out.sort_by_key(|s| s.handoff.as_ref().map_or(0, |h| h.since));
         Ok(out)
     }
 
     /// Erases a number's session and its recorded choices (the right to
-    /// erasure). Returns the rows deleted.
+    /// erasure). Returns the rows (keys, on Redis) deleted.
     pub fn forget(&self, number: &str) -> Result<usize, SessionError> {
-        let conn = self.lock();
-        let sessions = conn.execute(
-            "DELETE FROM dialog_sessions WHERE number = ?1",
-            params![number],
-        )?;
-        let choices = conn.execute(
-            "DELETE FROM dialog_choices WHERE number = ?1",
-            params![number],
-        )?;
-        Ok(sessions + choices)
+        match &self.backend {
+            SessionBackend::Sqlite(conn) => {
+                let conn = Self::lock(conn);
+                let sessions = conn.execute(
+                    "DELETE FROM dialog_sessions WHERE number = ?1",
+                    params![number],
+                )?;
+                let choices = conn.execute(
+                    "DELETE FROM dialog_choices WHERE number = ?1",
+                    params![number],
+                )?;
+                Ok(sessions + choices)
+            }
+            SessionBackend::Redis(r) => {
+                let keys = [r.key("session", number), r.key("choices", number)];
+                let handoffs = format!("{}:handoffs", r.prefix);
+                let (deleted,): (usize,) = r.run(|c| {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("DEL")
+                        .arg(&keys)
+                        .cmd("SREM")
+                        .arg(&handoffs)
+                        .arg(number)
+                        .ignore()
+                        .query(c)
+                })?;
+                Ok(deleted)
+            }
+        }
     }
 
     /// Deletes sessions whose last activity is before `before_unix_s`,
-    /// unless a person has the conversation. Returns how many went.
+    /// unless a person has the conversation. Returns how many went. On
+    /// Redis the sessions expire by themselves, so nothing is left to do.
     pub fn prune(&self, before_unix_s: i64) -> Result<usize, SessionError> {
-        Ok(self.lock().execute(
-            "DELETE FROM dialog_sessions WHERE updated_at < ?1 AND handoff = 0",
-            params![before_unix_s],
-        )?)
+        match &self.backend {
+            SessionBackend::Sqlite(conn) => Ok(Self::lock(conn).execute(
+                "DELETE FROM dialog_sessions WHERE updated_at < ?1 AND handoff = 0",
+                params![before_unix_s],
+            )?),
+            SessionBackend::Redis(_) => Ok(0),
+        }
     }
 
     /// Gives the number back to the bot. Returns whether it was handed off.

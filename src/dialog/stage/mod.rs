@@ -104,7 +104,7 @@ impl DialogStage {
     /// Opens the configured backend and the session store, reads the data
     /// folder and trains the intent classifier.
     pub async fn open(config: DialogConfig) -> Result<Self, DialogError> {
-        let sessions = SessionStore::open(&config.database_path())?;
+        let sessions = SessionStore::for_config(&config)?;
         let commerce: Arc<dyn Commerce> = match &config.commerce {
             CommerceConfig::Embedded => {
                 let seed = Seed::load(&config.data_dir.join("catalogue.toml"))?;
