@@ -13,11 +13,19 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `appendfsync`: `always` unless started otherwise.
+    fsync: &'static str,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with_fsync("always")
+    }
+
+    /// Starts a server whose append-only file is synced as `fsync` says
+    /// (`always`, `everysec` or `no`).
+    pub fn start_with_fsync(fsync: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -28,6 +36,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            fsync,
         };
         server.launch();
         server
@@ -62,7 +71,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--appendonly", "yes", "--appendfsync", self.fsync])
             .args(["--save", "", "--daemonize", "no", "--protected-mode", "yes"])
             .arg("--logfile")
             .arg(&log)
