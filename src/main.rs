@@ -457,16 +457,12 @@ fn forget(mut config: Config, number: &str) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    anyhow::ensure!(
-        config.store.backend == voxline::store::BackendKind::Sqlite,
-        "voxline forget erases from the SQLite store only; the Redis store cannot erase a customer yet"
-    );
     let erased = runtime.block_on(async {
-        let store = voxline::store::sqlite::SqliteStore::open(&config.store)?;
+        let store = voxline::store::open(&config.store).await?.store;
         store.erase_customer(number).await
     })?;
-    let sessions = voxline::dialog::session::SessionStore::open(&config.dialog().database_path())?
-        .forget(number)?;
+    let sessions =
+        voxline::dialog::session::SessionStore::for_config(&config.dialog())?.forget(number)?;
     println!(
         "{}: {} messages erased (their ids kept {} days against replays), {} delivery reports, {} traces, {} session rows",
         voxline::channel::mask_number(number),

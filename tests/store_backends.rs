@@ -547,3 +547,63 @@ async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
     assert_eq!(store.next_turn("a").await.unwrap(), None);
     assert_eq!(store.busy().await.unwrap(), ["b"]);
 }
+
+#[tokio::test]
+async fn erasing_a_customer_keeps_only_their_message_ids() {
+    for fixture in backends() {
+        let name = fixture.name();
+        let store = fixture.open().await;
+        let report = StatusUpdate {
+            message_id: "wamid.OUT".into(),
+            status: "read".into(),
+            recipient: "a".into(),
+            timestamp: 2,
+            error: None,
+        };
+        let messages = [message("a1", "a"), message("b1", "b"), message("a2", "a")];
+        store.accept(&messages, &[report], &[]).await.unwrap();
+        let understood = Progress::Understood {
+            transcript: Some("my address is 1 High St"),
+            reply: "noted",
+        };
+        store.advance("a1", understood).await.unwrap();
+        let reply = Progress::ReplyAccepted {
+            reply_id: "wamid.OUT",
+        };
+        store.advance("a1", reply).await.unwrap();
+        store.save_trace(&trace("a1", 1_000)).await.unwrap();
+        store.save_trace(&trace("b1", 2_000)).await.unwrap();
+
+        let erased = store.erase_customer("a").await.unwrap();
+        assert_eq!(
+            (erased.messages, erased.statuses, erased.traces),
+            (2, 1, 1),
+            "{name}"
+        );
+        for id in ["a1", "a2"] {
+            let t = store.turn(id).await.unwrap();
+            assert_eq!(t.message.from, "", "{name}: {id}");
+            assert_eq!((t.transcript, t.reply_text), (None, None), "{name}");
+            assert!(t.state.is_final(), "{name}: {id} is not sent to any more");
+        }
+        let left: Vec<String> = store
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.message.id)
+            .collect();
+        assert_eq!(left, ["b1"], "{name}");
+        let traces: Vec<String> = store
+            .recent_traces(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.message_id)
+            .collect();
+        assert_eq!(traces, ["b1"], "{name}");
+        assert!(store.statuses_of("wamid.OUT").await.unwrap().is_empty());
+        let again = store.accept(&[message("a2", "a")], &[], &[]).await;
+        assert_eq!(again.unwrap(), vec![false], "{name}: still a redelivery");
+    }
+}

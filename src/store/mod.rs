@@ -356,6 +356,12 @@ pub trait Backend: Store + Traces {
     /// `message_retention_days` (their ids stay), ids past
     /// `id_retention_days`, delivery reports past `status_retention_days`.
     async fn sweep(&self, config: &StoreConfig, now_ms: i64) -> Result<Erased, StoreError>;
+    /// Erases everything kept about `customer` (the right to erasure):
+    /// their messages' content, transcripts and replies, their delivery
+    /// reports and their turns' traces. Unfinished turns end failed first,
+    /// so nothing is sent to them afterwards. Message ids stay, without
+    /// content, so that a redelivery is not taken for a new message.
+    async fn erase_customer(&self, customer: &str) -> Result<Erased, StoreError>;
 }
 
 /// An opened store, with its leases when several processes may share it.

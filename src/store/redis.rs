@@ -18,6 +18,7 @@
 //! | `P:health` | string | the last `/readyz` write |
 //! | `P:customer:NUMBER` | sorted set | the customer's unfinished turns, by arrival |
 //! | `P:busy` | set | customers with unfinished turns |
+//! | `P:history:NUMBER` | set | every message of the customer, for erasure |
 //! | `P:lease:NUMBER` | string | the process running the customer's turns, with a TTL |
 //! | `P:work` | stream | a customer per new message, to wake the workers (capped) |
 //! | `P:finished` / `P:erased` | sorted sets | finished turns, then erased ids, by arrival, for retention |
@@ -126,6 +127,7 @@ for _ = 1, n do
     redis.call('ZADD', p .. ':unfinished', seq, id)
     redis.call('ZADD', p .. ':customer:' .. customer, seq, id)
     redis.call('SADD', p .. ':busy', customer)
+    redis.call('SADD', p .. ':history:' .. customer, id)
     redis.call('XADD', p .. ':work', 'MAXLEN', '~', 10000, '*', 'customer', customer)
     local last = tonumber(redis.call('HGET', p .. ':last_heard', customer) or '0')
     if now > last then
@@ -230,6 +232,39 @@ redis.call('HSET', key, 'retry_at', ARGV[3], 'updated_at', ARGV[3])
 return 1
 "#;
 
+/// Erases what is kept about a customer. ARGV: prefix, customer, now.
+/// Unfinished turns end failed first; every message keeps only its id; the
+/// turns' traces go. Returns {messages, traces}.
+const ERASE: &str = r#"
+local p, customer, now = ARGV[1], ARGV[2], ARGV[3]
+local history = p .. ':history:' .. customer
+local ids = redis.call('SMEMBERS', history)
+local messages, traces = 0, 0
+for _, id in ipairs(ids) do
+  local key = p .. ':msg:' .. id
+  local state = redis.call('HGET', key, 'state')
+  if state then
+    local at = redis.call('HGET', key, 'received_at')
+    if state ~= 'replied' and state ~= 'silent' and state ~= 'failed' then
+      redis.call('HSET', key, 'state', 'failed', 'updated_at', now)
+      redis.call('ZREM', p .. ':unfinished', id)
+    end
+    local placeholder = cjson.encode({id = id, from = '', to = '', timestamp = 0,
+      profile_name = cjson.null, content = {type = 'unsupported', kind = 'erased'}})
+    redis.call('HDEL', key, 'transcript', 'reply_text', 'reply_voice', 'failure', 'waiting', 'retry_at')
+    redis.call('HSET', key, 'message', placeholder, 'customer', '')
+    redis.call('ZREM', p .. ':finished', id)
+    redis.call('ZADD', p .. ':erased', at, id)
+    messages = messages + 1
+  end
+  traces = traces + redis.call('HDEL', p .. ':trace', id)
+  redis.call('ZREM', p .. ':traces', id)
+end
+redis.call('DEL', history, p .. ':customer:' .. customer)
+redis.call('SREM', p .. ':busy', customer)
+return {messages, traces}
+"#;
+
 /// Takes or renews a customer's lease. ARGV: prefix, customer, holder,
 /// ttl ms. Returns 1 when `holder` has it now.
 const HOLD: &str = r#"
@@ -327,6 +362,52 @@ impl super::Backend for RedisStore {
             .await
             .map_err(db)?;
         Ok(counts.0 + counts.1 + counts.2)
+    }
+
+    async fn erase_customer(&self, customer: &str) -> Result<super::Erased, StoreError> {
+        let mut conn = self.conn.clone();
+        let (messages, traces): (usize, usize) = Script::new(ERASE)
+            .arg(&self.prefix)
+            .arg(customer)
+            .arg(now())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        // Delivery reports name the customer as recipient: a scan of the
+        // capped stream.
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.key("statuses"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .map_err(db)?;
+        let theirs: Vec<String> = entries
+            .into_iter()
+            .filter(|(_, fields)| {
+                fields
+                    .get("json")
+                    .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                    .is_some_and(|v| v["recipient"] == customer)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let statuses = if theirs.is_empty() {
+            0
+        } else {
+            redis::cmd("XDEL")
+                .arg(self.key("statuses"))
+                .arg(&theirs)
+                .query_async(&mut conn)
+                .await
+                .map_err(db)?
+        };
+        Ok(super::Erased {
+            messages,
+            ids: 0,
+            statuses,
+            traces,
+        })
     }
 
     async fn statuses_of(

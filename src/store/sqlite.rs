@@ -713,6 +713,10 @@ impl super::Backend for SqliteStore {
         SqliteStore::statuses_of(self, message_id).await
     }
 
+    async fn erase_customer(&self, customer: &str) -> Result<super::Erased, StoreError> {
+        SqliteStore::erase_customer(self, customer).await
+    }
+
     async fn sweep(
         &self,
         config: &super::StoreConfig,
