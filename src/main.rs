@@ -901,7 +901,12 @@ fn serve(config_file: Option<&Path>, role: Option<voxline::service::Role>) -> Re
     let languages = config.service.languages.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let file = config_file.map(Path::to_path_buf);
+    // A webhook-only process runs no turns: no model to load.
+    let webhook_only = config.service.role == voxline::service::Role::Webhook;
     runtime.block_on(voxline::service::serve(config, file, move || {
+        if webhook_only {
+            return Ok(Arc::new(voxline::stt::NotLoaded) as Arc<dyn voxline::stt::SpeechToText>);
+        }
         voxline::stt::load(&stt_config, &languages)
     }))?;
     Ok(ExitCode::SUCCESS)

@@ -153,6 +153,14 @@ async fn a_webhook_and_two_workers_survive_a_dead_worker_and_a_redis_restart() {
     webhook.wait_ready().await;
     one.wait_ready().await;
     two.wait_ready().await;
+    // The webhook process runs no turns, so it loads no speech model.
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", webhook.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ready.contains("model none"), "{ready}");
 
     let client = client();
     let plan = plan();

@@ -258,9 +258,18 @@ impl Service {
                     &config.tts.cache,
                     Some(&config.store.data_dir.join("speech-cache")),
                 ));
-                let chain: Arc<dyn TextToSpeech> =
-                    Arc::new(crate::tts::chain(&config.tts, Some(cache))?);
-                if config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
+                // A process that runs no turns loads no voices and renders
+                // nothing ahead.
+                let speaks = role != Role::Webhook;
+                let chain: Arc<dyn TextToSpeech> = if speaks {
+                    Arc::new(crate::tts::chain(&config.tts, Some(cache))?)
+                } else {
+                    Arc::new(crate::tts::fallback::FallbackTts::new(
+                        Vec::new(),
+                        config.tts.fallback.clone(),
+                    ))
+                };
+                if speaks && config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
                     let texts: Vec<(Language, String)> = stage
                         .languages()
                         .iter()

@@ -90,6 +90,8 @@ pub enum SttError {
     Aborted,
     #[error("{0} cannot detect the spoken language (an English-only model)")]
     NoDetection(String),
+    #[error("no speech model in this process (`serve --role webhook` runs no turns)")]
+    NotLoaded,
 }
 
 /// A speech-to-text provider.
@@ -118,6 +120,20 @@ pub trait SpeechToText: Send + Sync {
 
     /// A short name for traces and metrics, e.g. `whisper:tiny.en`.
     fn name(&self) -> &str;
+}
+
+/// The speech stage of a process that runs no turns (`serve --role
+/// webhook`): no model is loaded, and a transcription is an error.
+pub struct NotLoaded;
+
+impl SpeechToText for NotLoaded {
+    fn transcribe(&self, _: &[f32], _: &TranscribeOptions) -> Result<Transcript, SttError> {
+        Err(SttError::NotLoaded)
+    }
+
+    fn name(&self) -> &str {
+        "none"
+    }
 }
 
 /// Loads the configured speech-to-text stage for a business that serves
