@@ -156,6 +156,15 @@ async fn a_turn_moves_forward_and_never_leaves_a_final_state() {
         assert_eq!(done.failure, None, "{name}");
         assert_eq!(done.said(), Some("hello"));
 
+        // A silent reply is kept as an empty one, so that a resumed turn
+        // stays silent rather than being heard again.
+        let silent = Progress::Understood {
+            transcript: None,
+            reply: "",
+        };
+        store.advance("w2", silent).await.unwrap();
+        let w2 = store.turn("w2").await.unwrap();
+        assert_eq!(w2.reply_text.as_deref(), Some(""), "{name}");
         let dead = Progress::Failed {
             reason: "rejected: (#100) invalid parameter",
             dead_letter: true,
@@ -309,6 +318,7 @@ async fn retention_erases_content_then_ids_and_keeps_unfinished_turns() {
         assert_eq!(w1.state, TurnState::Replied, "{name}");
         assert_eq!((w1.transcript, w1.reply_text), (None, None), "{name}");
         assert_eq!(w1.message.from, "", "{name}");
+        assert_eq!(store.last_heard("a").await.unwrap(), None, "{name}");
         assert!(store.statuses_of("wamid.OUT").await.unwrap().is_empty());
         // The id still stops a redelivery.
         let again = store.accept(&[message("w1", "a")], &[], &[]).await;
@@ -504,8 +514,11 @@ async fn a_customers_lease_is_one_processes_until_given_up_or_expired() {
     assert!(!b.hold("34600", "b", 10_000).await.unwrap());
     a.release("34600", "a").await.unwrap();
     assert!(b.hold("34600", "b", 200).await.unwrap());
+    assert!(b.renew("34600", "b", 200).await.unwrap());
+    assert!(!a.renew("34600", "a", 10_000).await.unwrap(), "a's is gone");
     // Not renewed (its process died): free after its time.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!b.renew("34600", "b", 200).await.unwrap(), "expired: lost");
     assert!(a.hold("34600", "a", 10_000).await.unwrap(), "expired");
 }
 
@@ -605,5 +618,7 @@ async fn erasing_a_customer_keeps_only_their_message_ids() {
         assert!(store.statuses_of("wamid.OUT").await.unwrap().is_empty());
         let again = store.accept(&[message("a2", "a")], &[], &[]).await;
         assert_eq!(again.unwrap(), vec![false], "{name}: still a redelivery");
+        assert_eq!(store.last_heard("a").await.unwrap(), None, "{name}");
+        assert!(store.last_heard("b").await.unwrap().is_some(), "{name}");
     }
 }

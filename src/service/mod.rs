@@ -412,7 +412,9 @@ impl Service {
             .local_addr()
             .map_err(|source| ServeError::Listen { addr, source })?;
         let stop = CancellationToken::new();
-        tokio::spawn(count_outbox(store.clone(), stop.clone()));
+        if role != Role::Webhook {
+            tokio::spawn(count_outbox(store.clone(), stop.clone()));
+        }
         // Operators' intent labels retrain the fast path as they arrive.
         if let Some(stage) = learning {
             stage.watch_labels(stop.clone());

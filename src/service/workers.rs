@@ -32,7 +32,6 @@
 //! workers through the store's work stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -266,6 +265,8 @@ impl Inner {
         let Some(shared) = &self.shared else { return };
         let every = Duration::from_millis(shared.lease_ms / 2);
         loop {
+            // Arrivals of turns another process ran are not needed.
+            lock(&shared.arrivals).retain(|_, a| a.at.elapsed() < Duration::from_secs(600));
             match shared.leases.busy().await {
                 Ok(customers) => {
                     for customer in customers {
@@ -325,25 +326,45 @@ impl Inner {
                 return;
             }
         }
-        let lost = Arc::new(AtomicBool::new(false));
+        // Lost: another process may take the customer, so this one stops,
+        // the turn in flight included (it resumes there from its stored
+        // state, as after a crash).
+        let lost = CancellationToken::new();
         let renewing = {
             let (leases, holder) = (shared.leases.clone(), shared.holder.clone());
             let (customer, lost, lease_ms) = (customer.to_string(), lost.clone(), shared.lease_ms);
             tokio::spawn(async move {
+                let lease = Duration::from_millis(lease_ms);
+                // The lease runs at least until `renewed + lease`: the time
+                // is taken before each request, which the server answers
+                // after. Stop a margin before that.
+                let margin = (lease / 6).min(Duration::from_millis(500));
+                let mut renewed = tokio::time::Instant::now();
+                let mut pause = lease / 3;
                 loop {
-                    tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
-                    if !matches!(leases.hold(&customer, &holder, lease_ms).await, Ok(true)) {
-                        tracing::warn!(
-                            "a customer's lease was lost; their lane stops after this turn"
-                        );
-                        lost.store(true, Ordering::SeqCst);
-                        return;
+                    tokio::time::sleep(pause).await;
+                    let asked = tokio::time::Instant::now();
+                    match leases.renew(&customer, &holder, lease_ms).await {
+                        Ok(true) => {
+                            renewed = asked;
+                            pause = lease / 3;
+                        }
+                        Ok(false) => break,
+                        // A slow or restarting store: try again soon, and
+                        // give up only before the lease could expire.
+                        Err(e) if renewed.elapsed() + margin < lease => {
+                            tracing::warn!(error = %e, "cannot renew a customer's lease; trying again");
+                            pause = Duration::from_millis(100).min(lease / 10);
+                        }
+                        Err(_) => break,
                     }
                 }
+                tracing::warn!("a customer's lease was lost; their turn stops here");
+                lost.cancel();
             })
         };
         let mut last: Option<String> = None;
-        while !self.draining.is_cancelled() && !lost.load(Ordering::SeqCst) {
+        while !self.draining.is_cancelled() && !lost.is_cancelled() {
             let next = match shared.leases.next_turn(customer).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -358,7 +379,10 @@ impl Inner {
                 break;
             }
             let arrival = lock(&shared.arrivals).remove(&message_id);
-            if !self.run_to_end(&message_id, arrival, &mut permit).await {
+            if !self
+                .run_to_end(&message_id, arrival, &mut permit, &lost)
+                .await
+            {
                 break;
             }
             last = Some(message_id);
@@ -376,6 +400,7 @@ impl Inner {
         message_id: &str,
         mut arrival: Option<Arrival>,
         permit: &mut Option<tokio::sync::SemaphorePermit<'a>>,
+        lost: &CancellationToken,
     ) -> bool {
         let metrics = crate::metrics::global();
         loop {
@@ -391,6 +416,7 @@ impl Inner {
             let done = tokio::select! {
                 d = self.turn(message_id, arrival) => Some(d),
                 () = self.abort.cancelled() => None,
+                () = lost.cancelled() => None,
             };
             metrics.in_flight().dec();
             let Some(deferred) = done else { return false };
@@ -399,7 +425,11 @@ impl Inner {
             };
             *permit = None;
             arrival = None;
-            if !self.wait_until_due(message_id, retry_at_ms).await {
+            let due = tokio::select! {
+                due = self.wait_until_due(message_id, retry_at_ms) => due,
+                () = lost.cancelled() => false,
+            };
+            if !due {
                 return false;
             }
         }

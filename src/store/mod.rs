@@ -332,6 +332,9 @@ pub trait Leases: Send + Sync {
     /// Takes `customer`'s lease for `holder`, or renews it, for `ttl_ms`;
     /// `false` when another holder has it.
     async fn hold(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;
+    /// Extends `holder`'s lease by `ttl_ms`; `false` when it has expired
+    /// or another holder has it (the lease is lost: stop).
+    async fn renew(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;
     /// Gives the lease up, if `holder` has it.
     async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError>;
     /// The customer's earliest unfinished turn.

@@ -2,9 +2,10 @@
 //! kept in Redis (or Valkey, same protocol) so that several voxline
 //! processes on several machines work from one state.
 //!
-//! Every key starts with `[store.redis] prefix` (default `{voxline}`; the
-//! braces make it a hash tag, so on a Redis Cluster every key of one
-//! deployment lands in one slot and the scripts below stay atomic):
+//! Every key starts with `[store.redis] prefix` (default `{voxline}`), so
+//! that deployments can share a server. One server (or a primary with its
+//! replicas) is supported, not Redis Cluster: the scripts build their keys
+//! from the prefix instead of declaring them.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -24,7 +25,9 @@
 //! | `P:finished` / `P:erased` | sorted sets | finished turns, then erased ids, by arrival, for retention |
 //!
 //! Each write that must be all-or-nothing (a webhook's messages, a turn's
-//! step) is one Lua script, which Redis runs atomically; a redelivered wamid
+//! step) is one Lua script, which Redis runs without interleaving another
+//! client's commands (a script that fails midway keeps what it wrote, so
+//! every value a script reads is checked before it is used); a redelivered wamid
 //! is recognised inside that script, so two webhook processes receiving the
 //! same message at once still record it once. A turn leaves a final state
 //! never, as on SQLite: a late worker cannot undo a reply.
@@ -148,7 +151,8 @@ return fresh
 "#;
 
 /// A step in a turn. ARGV: prefix, wamid, now, state, transcript,
-/// reply_text, reply_id, failure, dead_letter ('' leaves a field as it is).
+/// reply_text, reply_id, failure, dead_letter. A field given as `=VALUE`
+/// is set to VALUE (which may be empty); `''` leaves it as it is.
 /// Returns 1 when applied, 0 when the turn was already final, -1 when there
 /// is no such message.
 const ADVANCE: &str = r#"
@@ -160,12 +164,12 @@ if current == 'replied' or current == 'silent' or current == 'failed' then retur
 redis.call('HSET', key, 'state', state, 'dead_letter', ARGV[9], 'updated_at', now)
 local fields = {'transcript', 'reply_text', 'reply_id', 'failure'}
 for k, field in ipairs(fields) do
-  if ARGV[4 + k] ~= '' then redis.call('HSET', key, field, ARGV[4 + k]) end
+  if ARGV[4 + k] ~= '' then redis.call('HSET', key, field, string.sub(ARGV[4 + k], 2)) end
 end
 if state == 'replied' or state == 'silent' or state == 'failed' then
   redis.call('HDEL', key, 'waiting', 'retry_at', 'reply_voice')
   redis.call('ZREM', p .. ':unfinished', id)
-  redis.call('ZADD', p .. ':finished', redis.call('HGET', key, 'received_at'), id)
+  redis.call('ZADD', p .. ':finished', redis.call('HGET', key, 'received_at') or now, id)
   local customer = redis.call('HGET', key, 'customer')
   if customer then
     local turns = p .. ':customer:' .. customer
@@ -190,6 +194,14 @@ for k = 1, #old, 2 do
   local key = p .. ':msg:' .. id
   local placeholder = cjson.encode({id = id, from = '', to = '', timestamp = 0,
     profile_name = cjson.null, content = {type = 'unsupported', kind = 'erased'}})
+  local customer = redis.call('HGET', key, 'customer')
+  if customer and customer ~= '' then
+    local history = p .. ':history:' .. customer
+    redis.call('SREM', history, id)
+    if redis.call('SCARD', history) == 0 then
+      redis.call('HDEL', p .. ':last_heard', customer)
+    end
+  end
   redis.call('HDEL', key, 'transcript', 'reply_text', 'reply_voice', 'failure', 'waiting', 'retry_at')
   redis.call('HSET', key, 'message', placeholder, 'customer', '')
   redis.call('ZREM', p .. ':finished', id)
@@ -244,7 +256,7 @@ for _, id in ipairs(ids) do
   local key = p .. ':msg:' .. id
   local state = redis.call('HGET', key, 'state')
   if state then
-    local at = redis.call('HGET', key, 'received_at')
+    local at = redis.call('HGET', key, 'received_at') or now
     if state ~= 'replied' and state ~= 'silent' and state ~= 'failed' then
       redis.call('HSET', key, 'state', 'failed', 'updated_at', now)
       redis.call('ZREM', p .. ':unfinished', id)
@@ -262,6 +274,7 @@ for _, id in ipairs(ids) do
 end
 redis.call('DEL', history, p .. ':customer:' .. customer)
 redis.call('SREM', p .. ':busy', customer)
+redis.call('HDEL', p .. ':last_heard', customer)
 return {messages, traces}
 "#;
 
@@ -272,6 +285,15 @@ local key = ARGV[1] .. ':lease:' .. ARGV[2]
 local current = redis.call('GET', key)
 if current and current ~= ARGV[3] then return 0 end
 redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
+return 1
+"#;
+
+/// Extends a lease `holder` still has. ARGV: prefix, customer, holder,
+/// ttl ms. Returns 1 when extended, 0 when expired or someone else's.
+const RENEW: &str = r#"
+local key = ARGV[1] .. ':lease:' .. ARGV[2]
+if redis.call('GET', key) ~= ARGV[3] then return 0 end
+redis.call('PEXPIRE', key, ARGV[4])
 return 1
 "#;
 
@@ -446,9 +468,12 @@ impl super::Backend for RedisStore {
     ) -> Result<super::Erased, StoreError> {
         const BATCH: usize = 1_000;
         let day = 86_400_000_i64;
-        let content = now_ms - (config.message_retention_days as i64).saturating_mul(day);
-        let ids = now_ms - (config.id_retention_days as i64).saturating_mul(day);
-        let statuses = now_ms - (config.status_retention_days as i64).saturating_mul(day);
+        let before = |days: u64| {
+            now_ms.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(day))
+        };
+        let content = before(config.message_retention_days);
+        let ids = before(config.id_retention_days);
+        let statuses = before(config.status_retention_days);
         let mut conn = self.conn.clone();
         let mut erased = super::Erased::default();
         loop {
@@ -481,6 +506,11 @@ impl super::Backend for RedisStore {
         }
         Ok(erased)
     }
+}
+
+/// An optional field for [`ADVANCE`]: `=VALUE` sets it, `''` leaves it.
+fn set(value: Option<&str>) -> String {
+    value.map_or_else(String::new, |v| format!("={v}"))
 }
 
 /// `url` with any password replaced, for messages and logs.
@@ -664,10 +694,10 @@ impl Queue for RedisStore {
                     .arg(message_id)
                     .arg(now())
                     .arg(state.name())
-                    .arg(transcript.unwrap_or_default())
-                    .arg(reply.unwrap_or_default())
-                    .arg(reply_id.unwrap_or_default())
-                    .arg(failure.unwrap_or_default())
+                    .arg(set(transcript))
+                    .arg(set(reply))
+                    .arg(set(reply_id))
+                    .arg(set(failure))
                     .arg(i64::from(dead_letter))
                     .invoke_async(&mut conn)
                     .await
@@ -791,6 +821,19 @@ impl super::Leases for RedisStore {
             .await
             .map_err(db)?;
         Ok(held == 1)
+    }
+
+    async fn renew(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = Script::new(RENEW)
+            .arg(&self.prefix)
+            .arg(customer)
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(renewed == 1)
     }
 
     async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError> {
