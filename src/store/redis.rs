@@ -805,35 +805,39 @@ impl super::Traces for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs [`HOLD`] or [`RENEW`]; `true` when `holder` has the lease after.
+    async fn lease_step(
+        &self,
+        script: &str,
+        customer: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = Script::new(script)
+            .arg(&self.prefix)
+            .arg(customer)
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(done == 1)
+    }
+}
+
 /// The longest a worker blocks on the work stream before looking again.
 const WORK_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 #[async_trait::async_trait]
 impl super::Leases for RedisStore {
     async fn hold(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let held: i64 = Script::new(HOLD)
-            .arg(&self.prefix)
-            .arg(customer)
-            .arg(holder)
-            .arg(ttl_ms.max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(db)?;
-        Ok(held == 1)
+        self.lease_step(HOLD, customer, holder, ttl_ms).await
     }
 
     async fn renew(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let renewed: i64 = Script::new(RENEW)
-            .arg(&self.prefix)
-            .arg(customer)
-            .arg(holder)
-            .arg(ttl_ms.max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(db)?;
-        Ok(renewed == 1)
+        self.lease_step(RENEW, customer, holder, ttl_ms).await
     }
 
     async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError> {
