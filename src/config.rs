@@ -47,6 +47,9 @@ pub struct Config {
     /// `[outbox]`: how turns that could not finish (Graph API down, token
     /// rejected) are tried again.
     pub outbox: crate::pipeline::outbox::OutboxConfig,
+    /// `[telemetry]`: the optional export of turns' spans to an
+    /// OpenTelemetry collector (OTLP over HTTP).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +149,17 @@ impl Config {
         }
         if let Some(v) = get("VOXLINE_REDIS_URL") {
             self.store.redis.url = v.trim().to_string();
+        }
+        // OpenTelemetry's own names: the per-signal endpoint is a full URL,
+        // the general one a base that the signal's path is appended to.
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            self.telemetry.otlp_endpoint = Some(v.trim().to_string());
+        } else if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            let base = v.trim().trim_end_matches('/');
+            self.telemetry.otlp_endpoint = Some(format!("{base}/v1/traces"));
+        }
+        if let Some(v) = get("OTEL_SERVICE_NAME") {
+            self.telemetry.service_name = v.trim().to_string();
         }
         if let Some(v) = get("VOXLINE_OPERATOR_TOKEN") {
             self.service.operator_token = Some(Secret::new(v));

@@ -37,6 +37,9 @@
 //!   latency [budget](pipeline::budget), and owns what crosses stages: the
 //!   turn's timing trace and its recorded progress.
 //! - [`metrics`]: the Prometheus metrics at `/metrics`.
+//! - [`telemetry`]: the optional OpenTelemetry export (OTLP over HTTP) of
+//!   each message's spans, one trace per message across the processes that
+//!   acknowledged it and ran its turn.
 //! - [`service`]: `voxline serve`: the axum server (webhook, health), the
 //!   worker pool that runs turns in order per customer, start-up resume and
 //!   graceful shutdown.
@@ -68,4 +71,5 @@ pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod stt;
+pub mod telemetry;
 pub mod tts;

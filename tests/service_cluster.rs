@@ -13,12 +13,11 @@ mod redis_server;
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
 use support::fake_graph::{FakeGraph, Faults};
+use support::processes::Proc;
 use support::*;
 
 const CUSTOMERS: usize = 30;
@@ -29,68 +28,6 @@ const WORKERS: usize = 16;
 /// Customers writing at the same time: their texts come faster than one
 /// customer's turns can run, so each has texts waiting behind its turn.
 const AT_ONCE: usize = 5;
-
-struct Proc {
-    child: Child,
-    port: u16,
-    what: &'static str,
-}
-
-impl Proc {
-    fn start(graph: &FakeGraph, config: &Path, dir: &Path, what: &'static str) -> Self {
-        let port = free_port();
-        let data = dir.join(what);
-        std::fs::create_dir_all(&data).unwrap();
-        let log = dir.join(format!("{what}.log"));
-        let role = if what == "webhook" {
-            "webhook"
-        } else {
-            "worker"
-        };
-        let child = serve_command(graph, &data, config, &log, port)
-            .args(["--role", role])
-            .spawn()
-            .unwrap();
-        Self { child, port, what }
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let url = format!("http://127.0.0.1:{}/readyz", self.port);
-            if let Ok(r) = client.get(url).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited with {status} before it was ready", self.what);
-            }
-            assert!(Instant::now() < deadline, "{} not ready", self.what);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn number(customer: usize) -> String {
     format!("3460{customer:07}")

@@ -229,6 +229,14 @@ impl Service {
             .outbox
             .validate()
             .and_then(|()| config.store.validate())
+            .and_then(|()| config.telemetry.validate())
+            .map_err(|e| ServeError::Server(std::io::Error::other(e)))?;
+        let role_name = match role {
+            Role::All => "all",
+            Role::Webhook => "webhook",
+            Role::Worker => "worker",
+        };
+        let otlp = crate::telemetry::Otlp::start(&config.telemetry, role_name)
             .map_err(|e| ServeError::Server(std::io::Error::other(e)))?;
         let graph = Arc::new(GraphClient::new(&config.whatsapp, &credentials)?);
         let channel: Arc<dyn Channel> = graph.clone();
@@ -308,7 +316,13 @@ impl Service {
         let ctx = Arc::new(TurnContext {
             channel,
             queue: store.clone() as Arc<dyn Queue>,
-            traces: store.clone() as Arc<dyn Traces>,
+            traces: match &otlp {
+                Some(otlp) => Arc::new(crate::telemetry::ExportedTraces {
+                    store: store.clone(),
+                    otlp: otlp.clone(),
+                }),
+                None => store.clone() as Arc<dyn Traces>,
+            },
             stt,
             stt_fast,
             stt_permits: Arc::new(Semaphore::new(config.service.stt_concurrency.max(1))),
@@ -347,8 +361,16 @@ impl Service {
 
         let on_accepted = {
             let workers = workers.clone();
+            let otlp = otlp.clone();
             Arc::new(
                 move |messages: Vec<crate::channel::InboundMessage>, at: Instant| {
+                    if let Some(otlp) = &otlp {
+                        let committed = std::time::SystemTime::now();
+                        let arrived = committed - at.elapsed();
+                        for m in &messages {
+                            otlp.acknowledged(&m.id, m.content.kind(), arrived, committed);
+                        }
+                    }
                     if role == Role::Webhook {
                         return;
                     }
@@ -448,6 +470,13 @@ impl Service {
                     .await;
                 tracing::info!("intake stopped; draining turns in flight");
                 let drained = workers.drain(grace).await;
+                if let Some(otlp) = otlp {
+                    // The last turns' spans go out before the process ends.
+                    let flushed = tokio::task::spawn_blocking(move || {
+                        otlp.shutdown(Duration::from_secs(5));
+                    });
+                    let _ = flushed.await;
+                }
                 tracing::info!(abandoned = drained.abandoned, "stopped");
                 served.map_err(ServeError::Server)
             })

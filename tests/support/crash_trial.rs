@@ -35,7 +35,7 @@ use voxline::store::sqlite::SqliteStore;
 use voxline::store::{Queue, StoreConfig, TurnState};
 
 use crate::support::fake_graph::{FakeGraph, Sent};
-use crate::support::{fixture, serve_command, text, voice_note, APP_SECRET};
+use crate::support::{fixture, free_port, serve_command, text, voice_note, APP_SECRET};
 
 /// The voice notes' recordings: customer `c` sends `NOTES[c % 3]`.
 const NOTES: &[&str] = &[
@@ -852,14 +852,6 @@ fn open_store(data: &Path) -> SqliteStore {
         ..StoreConfig::default()
     })
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The log's last lines that are warnings or errors.

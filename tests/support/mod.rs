@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_graph;
+pub mod processes;
 pub mod speech;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,15 @@ pub fn env_for(graph: &FakeGraph, data_dir: &Path) -> Vec<(&'static str, String)
         ("VOXLINE_ADDR", "127.0.0.1:0".to_string()),
         ("VOXLINE_DATA_DIR", data_dir.display().to_string()),
     ]
+}
+
+/// A loopback port free now, for a process this test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `voxline --config CONFIG serve` on 127.0.0.1:`port` against the fake
