@@ -36,6 +36,10 @@
 //!   reply streamed into the voice stage, upload, send), each against its
 //!   latency [budget](pipeline::budget), and owns what crosses stages: the
 //!   turn's timing trace and its recorded progress.
+//! - [`record`]: what a finished turn leaves behind, its
+//!   [`record::TurnTrace`] and the budget and action names it refers to:
+//!   written by the pipeline, kept by the store, read by the metrics, the
+//!   console and the telemetry, none of which knows the pipeline.
 //! - [`metrics`]: the Prometheus metrics at `/metrics`.
 //! - [`telemetry`]: the optional OpenTelemetry export (OTLP over HTTP) of
 //!   each message's spans, one trace per message across the processes that
@@ -67,6 +71,7 @@ pub mod media;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod record;
 pub mod sandbox;
 pub mod service;
 pub mod store;

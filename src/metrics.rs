@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::trace::{Span, TurnTrace};
+use crate::record::{Span, TurnTrace};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
@@ -277,7 +277,7 @@ impl Metrics {
                 outcome: span.outcome.name().into(),
             })
             .observe(span.duration_ms() / 1000.0);
-        if let crate::pipeline::trace::SpanOutcome::Overrun { budget, action } = span.outcome {
+        if let crate::record::SpanOutcome::Overrun { budget, action } = span.outcome {
             self.overrun(budget.name(), action.name());
         }
     }
@@ -437,8 +437,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::budget::{Action, BudgetStage};
-    use crate::pipeline::trace::{SpanOutcome, Stage, TurnEnd};
+    use crate::record::{Action, BudgetStage, SpanOutcome, Stage, TurnEnd};
 
     #[test]
     fn a_turn_shows_up_in_the_exposition() {

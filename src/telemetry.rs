@@ -38,7 +38,7 @@ use opentelemetry_sdk::trace::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::trace::{SpanOutcome, Stage, TurnEnd, TurnTrace};
+use crate::record::{SpanOutcome, Stage, TurnEnd, TurnTrace};
 use crate::store::{StoreError, Traces};
 
 /// `[telemetry]` in `voxline.toml`.

@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dialog::session::Session;
 use crate::pipeline::budget::{Budgets, ReloadStatus};
-use crate::pipeline::trace::TurnTrace;
+use crate::record::TurnTrace;
 pub use access::OperatorAccess;
 
 /// What the console shows, supplied by the service.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::pipeline::budget::{BudgetStage, Budgets};
-use crate::pipeline::trace::{SpanOutcome, Stage, TurnTrace};
+use crate::record::{SpanOutcome, Stage, TurnTrace};
 
 /// Everything `GET /console/api/stats` answers.
 #[derive(Debug, Clone, PartialEq, Serialize)]

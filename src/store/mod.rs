@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{InboundMessage, StatusUpdate};
+use crate::record::TurnTrace;
 
 /// `[store]` in `voxline.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -304,13 +305,9 @@ pub trait Queue: Send + Sync {
 #[async_trait::async_trait]
 pub trait Traces: Send + Sync {
     /// Keeps a finished turn's trace (a resumed turn's replaces the old).
-    async fn save_trace(&self, trace: &crate::pipeline::trace::TurnTrace)
-        -> Result<(), StoreError>;
+    async fn save_trace(&self, trace: &TurnTrace) -> Result<(), StoreError>;
     /// The newest traces first, at most `limit`.
-    async fn recent_traces(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<crate::pipeline::trace::TurnTrace>, StoreError>;
+    async fn recent_traces(&self, limit: usize) -> Result<Vec<TurnTrace>, StoreError>;
     /// Deletes traces of turns that started before `before_unix_ms`;
     /// returns how many went.
     async fn prune_traces(&self, before_unix_ms: i64) -> Result<usize, StoreError>;

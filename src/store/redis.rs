@@ -46,7 +46,7 @@ use serde::Deserialize;
 
 use super::{Inbox, Progress, Queue, Store, StoreError, Turn, TurnState};
 use crate::channel::{InboundMessage, StatusUpdate};
-use crate::pipeline::trace::TurnTrace;
+use crate::record::TurnTrace;
 
 /// `[store.redis]` in `voxline.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Inbox, Progress, Queue, Store, StoreConfig, StoreError, Synchronous, Turn, TurnState};
 use crate::channel::{InboundMessage, StatusUpdate};
-use crate::pipeline::trace::TurnTrace;
+use crate::record::TurnTrace;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -819,7 +819,7 @@ mod tests {
             spans: Vec::new(),
             turn_ms: 420.0,
             sequential_ms: 600.0,
-            end: crate::pipeline::trace::TurnEnd::Voice,
+            end: crate::record::TurnEnd::Voice,
             transcript: None,
             language: None,
             intent: None,
