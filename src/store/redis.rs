@@ -96,6 +96,32 @@ pub struct RedisStore {
     max_statuses: usize,
 }
 
+/// The Lua scripts, each hashed once: a call names its script by the
+/// SHA-1 (EVALSHA) and sends the source only when the server lacks it.
+struct Scripts {
+    accept: Script,
+    advance: Script,
+    sweep: Script,
+    defer: Script,
+    retry_now: Script,
+    erase: Script,
+    hold: Script,
+    renew: Script,
+    release: Script,
+}
+
+static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
+    accept: Script::new(ACCEPT),
+    advance: Script::new(ADVANCE),
+    sweep: Script::new(SWEEP),
+    defer: Script::new(DEFER),
+    retry_now: Script::new(RETRY_NOW),
+    erase: Script::new(ERASE),
+    hold: Script::new(HOLD),
+    renew: Script::new(RENEW),
+    release: Script::new(RELEASE),
+});
+
 fn db(e: redis::RedisError) -> StoreError {
     StoreError::Database(format!("redis: {e}"))
 }
@@ -388,7 +414,8 @@ impl super::Backend for RedisStore {
 
     async fn erase_customer(&self, customer: &str) -> Result<super::Erased, StoreError> {
         let mut conn = self.conn.clone();
-        let (messages, traces): (usize, usize) = Script::new(ERASE)
+        let (messages, traces): (usize, usize) = SCRIPTS
+            .erase
             .arg(&self.prefix)
             .arg(customer)
             .arg(now())
@@ -397,21 +424,11 @@ impl super::Backend for RedisStore {
             .map_err(db)?;
         // Delivery reports name the customer as recipient: a scan of the
         // capped stream.
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.key("statuses"))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .map_err(db)?;
-        let theirs: Vec<String> = entries
+        let theirs: Vec<String> = self
+            .delivery_reports()
+            .await?
             .into_iter()
-            .filter(|(_, fields)| {
-                fields
-                    .get("json")
-                    .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-                    .is_some_and(|v| v["recipient"] == customer)
-            })
+            .filter(|(_, report)| report["recipient"] == customer)
             .map(|(id, _)| id)
             .collect();
         let statuses = if theirs.is_empty() {
@@ -437,28 +454,16 @@ impl super::Backend for RedisStore {
         message_id: &str,
     ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         // A scan of the capped stream: for operators and tests, not turns.
-        let mut conn = self.conn.clone();
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.key("statuses"))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .map_err(db)?;
-        let mut found = Vec::new();
-        for (_, fields) in entries {
-            let Some(json) = fields.get("json") else {
-                continue;
-            };
-            let Ok(report) = serde_json::from_str::<serde_json::Value>(json) else {
-                continue;
-            };
-            if report["message_id"] == message_id {
+        Ok(self
+            .delivery_reports()
+            .await?
+            .into_iter()
+            .filter(|(_, report)| report["message_id"] == message_id)
+            .map(|(_, report)| {
                 let status = report["status"].as_str().unwrap_or_default().to_string();
-                found.push((status, report["error"][0].as_i64()));
-            }
-        }
-        Ok(found)
+                (status, report["error"][0].as_i64())
+            })
+            .collect())
     }
 
     async fn sweep(
@@ -477,7 +482,8 @@ impl super::Backend for RedisStore {
         let mut conn = self.conn.clone();
         let mut erased = super::Erased::default();
         loop {
-            let (messages, deleted): (usize, usize) = Script::new(SWEEP)
+            let (messages, deleted): (usize, usize) = SCRIPTS
+                .sweep
                 .arg(&self.prefix)
                 .arg(content)
                 .arg(ids)
@@ -576,8 +582,7 @@ impl Inbox for RedisStore {
         statuses: &[StatusUpdate],
         errors: &[(i64, String)],
     ) -> Result<Vec<bool>, StoreError> {
-        let script = Script::new(ACCEPT);
-        let mut call = script.prepare_invoke();
+        let mut call = SCRIPTS.accept.prepare_invoke();
         call.arg(&self.prefix)
             .arg(now())
             .arg(self.max_statuses)
@@ -651,7 +656,8 @@ impl Queue for RedisStore {
                 retry_at_ms,
                 voice,
             } => {
-                Script::new(DEFER)
+                SCRIPTS
+                    .defer
                     .arg(&self.prefix)
                     .arg(message_id)
                     .arg(now())
@@ -689,7 +695,8 @@ impl Queue for RedisStore {
                     ),
                     Progress::Deferred { .. } => unreachable!("matched above"),
                 };
-                Script::new(ADVANCE)
+                SCRIPTS
+                    .advance
                     .arg(&self.prefix)
                     .arg(message_id)
                     .arg(now())
@@ -719,7 +726,8 @@ impl Queue for RedisStore {
 
     async fn retry_now(&self, message_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let applied: i64 = Script::new(RETRY_NOW)
+        let applied: i64 = SCRIPTS
+            .retry_now
             .arg(&self.prefix)
             .arg(message_id)
             .arg(now())
@@ -806,16 +814,36 @@ impl super::Traces for RedisStore {
 }
 
 impl RedisStore {
+    /// Every delivery report in the capped stream, with its entry id; a
+    /// report that does not parse is skipped.
+    async fn delivery_reports(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.key("statuses"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let report = serde_json::from_str(fields.get("json")?).ok()?;
+                Some((id, report))
+            })
+            .collect())
+    }
+
     /// Runs [`HOLD`] or [`RENEW`]; `true` when `holder` has the lease after.
     async fn lease_step(
         &self,
-        script: &str,
+        script: &Script,
         customer: &str,
         holder: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let done: i64 = Script::new(script)
+        let done: i64 = script
             .arg(&self.prefix)
             .arg(customer)
             .arg(holder)
@@ -833,16 +861,19 @@ const WORK_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 #[async_trait::async_trait]
 impl super::Leases for RedisStore {
     async fn hold(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        self.lease_step(HOLD, customer, holder, ttl_ms).await
+        self.lease_step(&SCRIPTS.hold, customer, holder, ttl_ms)
+            .await
     }
 
     async fn renew(&self, customer: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        self.lease_step(RENEW, customer, holder, ttl_ms).await
+        self.lease_step(&SCRIPTS.renew, customer, holder, ttl_ms)
+            .await
     }
 
     async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = Script::new(RELEASE)
+        let _: i64 = SCRIPTS
+            .release
             .arg(&self.prefix)
             .arg(customer)
             .arg(holder)
