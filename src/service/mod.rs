@@ -262,37 +262,32 @@ impl Service {
                     stage.sessions().clone(),
                     access.clone(),
                 ));
-                let cache = Arc::new(SpeechCache::new(
-                    &config.tts.cache,
-                    Some(&config.store.data_dir.join("speech-cache")),
-                ));
                 // A process that runs no turns loads no voices and renders
                 // nothing ahead.
-                let speaks = role != Role::Webhook;
-                let chain: Arc<dyn TextToSpeech> = if speaks {
-                    Arc::new(crate::tts::chain(&config.tts, Some(cache))?)
-                } else {
-                    Arc::new(crate::tts::fallback::FallbackTts::new(
-                        Vec::new(),
-                        config.tts.fallback.clone(),
-                    ))
-                };
-                if speaks && config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
-                    let texts: Vec<(Language, String)> = stage
-                        .languages()
-                        .iter()
-                        .filter_map(|code| Language::from_code(code))
-                        .flat_map(|language| {
-                            let texts = stage.templates().fixed_texts(language.code());
-                            texts.into_iter().map(move |text| (language, text))
-                        })
-                        .collect();
-                    warming = Some((
-                        Arc::clone(&chain),
-                        crate::tts::cache::fixed_sentences(&texts),
+                if role != Role::Webhook {
+                    let cache = Arc::new(SpeechCache::new(
+                        &config.tts.cache,
+                        Some(&config.store.data_dir.join("speech-cache")),
                     ));
+                    let chain: Arc<dyn TextToSpeech> =
+                        Arc::new(crate::tts::chain(&config.tts, Some(cache))?);
+                    if config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
+                        let texts: Vec<(Language, String)> = stage
+                            .languages()
+                            .iter()
+                            .filter_map(|code| Language::from_code(code))
+                            .flat_map(|language| {
+                                let texts = stage.templates().fixed_texts(language.code());
+                                texts.into_iter().map(move |text| (language, text))
+                            })
+                            .collect();
+                        warming = Some((
+                            Arc::clone(&chain),
+                            crate::tts::cache::fixed_sentences(&texts),
+                        ));
+                    }
+                    tts = Some(chain);
                 }
-                tts = Some(chain);
                 Arc::new(DialogRespond::new(stage))
             }
             ReplyProvider::Echo => Arc::new(Echo),
