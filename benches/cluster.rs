@@ -13,7 +13,9 @@
 //!    from the first answer to the last, and the ratio.
 //!
 //! `cargo bench --bench cluster`; `RATE` (500), `SECONDS` (10), `NOTES`
-//! (40), `PART` (`ack`, `throughput` or both).
+//! (40), `WORKERS` (turns in flight per worker process in part 2, 16 as the
+//! service's default),
+//! `PART` (`ack`, `throughput` or both).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -100,11 +102,12 @@ async fn serve(
     }
 }
 
-fn write_config(path: &Path, redis: &RedisServer, extra: &str) {
+/// `service` goes into `[service]`, `extra` after the store's sections.
+fn write_config(path: &Path, redis: &RedisServer, service: &str, extra: &str) {
     std::fs::write(
         path,
         format!(
-            "[service]\nreply = \"echo\"\nstt_concurrency = 1\n\n\
+            "[service]\nreply = \"echo\"\nstt_concurrency = 1\n{service}\n\
              [store]\nbackend = \"redis\"\n\n\
              [store.redis]\nurl = \"{}\"\n\n{extra}",
             redis.url()
@@ -123,7 +126,7 @@ async fn acknowledgements(fsync: &'static str, rate: usize, seconds: usize) {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("voxline.toml");
-    write_config(&config, &redis, "");
+    write_config(&config, &redis, "", "");
     let (_webhook, port) = serve(&graph, dir.path(), &config, "webhook", "webhook", None).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = reqwest::Client::builder()
@@ -185,7 +188,15 @@ async fn throughput(notes: usize, cores: &[usize]) -> f64 {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("voxline.toml");
-    write_config(&config, &redis, "[stt]\nthreads = 1\n");
+    // Turns in flight per process (`[service] workers`): each holds its
+    // customer's lease while it waits for the one transcription slot.
+    let workers = var("WORKERS", 16);
+    write_config(
+        &config,
+        &redis,
+        &format!("workers = {workers}\n"),
+        "[stt]\nthreads = 1\n",
+    );
     // Acknowledged first, by a webhook process that then goes.
     {
         let (_webhook, port) = serve(&graph, dir.path(), &config, "webhook", "webhook", None).await;

@@ -271,6 +271,48 @@ mod tests {
     }
 
     #[test]
+    fn opentelemetry_variables_set_the_collector() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut config = Config::default();
+        assert_eq!(config.telemetry.endpoint(), None, "off by default");
+        config
+            .apply_env(env(&[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector:4318/",
+            )]))
+            .unwrap();
+        assert_eq!(
+            config.telemetry.endpoint(),
+            Some("http://collector:4318/v1/traces"),
+            "the general endpoint is a base"
+        );
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:4318/custom",
+                ),
+                ("OTEL_SERVICE_NAME", "voxline-eu"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            config.telemetry.endpoint(),
+            Some("http://traces:4318/custom"),
+            "the traces endpoint is used as given and wins"
+        );
+        assert_eq!(config.telemetry.service_name, "voxline-eu");
+    }
+
+    #[test]
     fn missing_and_malformed_settings_are_named() {
         let mut config = Config::default();
         let err = config
