@@ -378,13 +378,18 @@ fn unix_ms(ms: i64) -> SystemTime {
 
 /// `service.instance.id`: host and process id.
 fn instance_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// This machine's name (`HOSTNAME`, else `/etc/hostname`), for naming this
+/// process to the collector and to the other processes (its leases).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "voxline".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "voxline".into())
 }
 
 /// The exporter's HTTP client: voxline's reqwest, run on the service's

@@ -184,6 +184,8 @@ pub enum SessionError {
     Corrupt(String, serde_json::Error),
     #[error("cannot create {0}: {1}")]
     Dir(String, std::io::Error),
+    #[error("session call stopped: {0}")]
+    Stopped(String),
 }
 
 /// Sessions in the dialog database, or in Redis when processes share
@@ -303,6 +305,24 @@ impl SessionStore {
 
     fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
         conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`load`](Self::load) for async callers: both backends block (a
+    /// SQLite read, a Redis round trip), so the call runs off the
+    /// runtime's threads.
+    pub async fn load_async(&self, number: &str) -> Result<Session, SessionError> {
+        let (store, number) = (self.clone(), number.to_string());
+        tokio::task::spawn_blocking(move || store.load(&number))
+            .await
+            .map_err(|e| SessionError::Stopped(e.to_string()))?
+    }
+
+    /// [`save`](Self::save) for async callers, off the runtime's threads.
+    pub async fn save_async(&self, session: &Session) -> Result<(), SessionError> {
+        let (store, session) = (self.clone(), session.clone());
+        tokio::task::spawn_blocking(move || store.save(&session))
+            .await
+            .map_err(|e| SessionError::Stopped(e.to_string()))?
     }
 
     /// The number's session, or a fresh one.

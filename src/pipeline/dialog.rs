@@ -100,23 +100,15 @@ impl Respond for DialogRespond {
     }
 
     async fn prepare(&self, message: &InboundMessage) -> Prepared {
-        let sessions = self.stage.sessions().clone();
-        let from = message.from.clone();
-        // SQLite reads block; keep them off the runtime's threads.
-        let loaded = tokio::task::spawn_blocking(move || sessions.load(&from)).await;
-        match loaded {
-            Ok(Ok(session)) => Prepared {
+        match self.stage.sessions().load_async(&message.from).await {
+            Ok(session) => Prepared {
                 quiet: session.opted_out.is_some() || session.handoff.is_some(),
                 text_only: session.text_only.is_some(),
                 language: session.language.clone(),
                 state: Some(Arc::new(session)),
             },
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "session not loaded ahead; the dialog loads it");
-                Prepared::default()
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "session loader failed");
+                tracing::warn!(error = %e, "session not loaded ahead; the dialog loads it");
                 Prepared::default()
             }
         }

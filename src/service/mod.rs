@@ -361,7 +361,7 @@ impl Service {
                 move |messages: Vec<crate::channel::InboundMessage>, at: Instant| {
                     if let Some(otlp) = &otlp {
                         let committed = std::time::SystemTime::now();
-                        let arrived = committed - at.elapsed();
+                        let arrived = committed.checked_sub(at.elapsed()).unwrap_or(committed);
                         for m in &messages {
                             otlp.acknowledged(&m.id, m.content.kind(), arrived, committed);
                         }

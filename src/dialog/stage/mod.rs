@@ -349,7 +349,10 @@ impl<'a> Exchange<'a> {
         // Read again under the customer's lock: the snapshot loaded while
         // the note was transcribed can predate what an earlier turn of the
         // same customer saved since, and saving it would undo that.
-        let loaded = match (inner.sessions.load(&msg.from), msg.session.clone()) {
+        let loaded = match (
+            inner.sessions.load_async(&msg.from).await,
+            msg.session.clone(),
+        ) {
             (Ok(s), _) => Ok(s),
             (Err(e), Some(s)) if s.number == msg.from => {
                 tracing::warn!(error = %e, "session not read again; using the snapshot");
@@ -395,7 +398,7 @@ impl<'a> Exchange<'a> {
             sent: Vec::new(),
         };
         t.turn().await;
-        if let Err(e) = inner.sessions.save(&t.session) {
+        if let Err(e) = inner.sessions.save_async(&t.session).await {
             tracing::error!(error = %e, "session not saved");
         }
         Outcome {
