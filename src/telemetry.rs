@@ -216,13 +216,7 @@ impl Otlp {
         arrived: SystemTime,
         committed: SystemTime,
     ) {
-        let context = SpanContext::new(
-            trace_id(message_id),
-            webhook_span_id(message_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
+        let context = sampled(trace_id(message_id), webhook_span_id(message_id));
         self.processor.on_end(self.span(
             context,
             SpanId::INVALID,
@@ -249,17 +243,14 @@ impl Otlp {
             .iter()
             .filter(|s| s.stage != Stage::Ack)
             .collect();
-        let start = stages.iter().map(|s| s.start_ms).fold(f64::MAX, f64::min);
+        let start = stages
+            .iter()
+            .map(|s| s.start_ms)
+            .reduce(f64::min)
+            .unwrap_or(0.0);
         let end = stages.iter().map(|s| s.end_ms).fold(0.0, f64::max);
-        let start = if start == f64::MAX { 0.0 } else { start };
         let trace_id = trace_id(&trace.message_id);
-        let turn = SpanContext::new(
-            trace_id,
-            self.ids.new_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
+        let turn = sampled(trace_id, self.ids.new_span_id());
         let mut attributes = vec![
             KeyValue::new("messaging.message.id", trace.message_id.clone()),
             KeyValue::new("voxline.customer", crate::channel::mask_number(&trace.from)),
@@ -311,15 +302,8 @@ impl Otlp {
                 }
                 SpanOutcome::Error { reason } => Status::error(reason.clone()),
             };
-            let context = SpanContext::new(
-                trace_id,
-                self.ids.new_span_id(),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
-            );
             spans.push(self.span(
-                context,
+                sampled(trace_id, self.ids.new_span_id()),
                 turn.span_id(),
                 stage.stage.name(),
                 SpanKind::Internal,
@@ -370,6 +354,17 @@ impl Otlp {
             tracing::warn!(error = %e, "spans not all exported at shutdown");
         }
     }
+}
+
+/// A span of this process's making, always exported.
+fn sampled(trace_id: TraceId, span_id: SpanId) -> SpanContext {
+    SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    )
 }
 
 fn unix_ms(ms: i64) -> SystemTime {
