@@ -22,6 +22,9 @@ pub enum Unheard {
     Hallucination { phrase: String },
     /// The same sentence again and again: the decoder looping.
     Repeated { sentence: String },
+    /// No word at all: only symbols ("♪"), or only Whisper's notes on the
+    /// sound ("[Music]", "(applause)").
+    NoWords { text: String },
 }
 
 impl std::fmt::Display for Unheard {
@@ -35,6 +38,7 @@ impl std::fmt::Display for Unheard {
             Self::LowConfidence { confidence } => write!(f, "confidence {confidence:.2}"),
             Self::Hallucination { phrase } => write!(f, "a known hallucination: {phrase:?}"),
             Self::Repeated { sentence } => write!(f, "a sentence repeated: {sentence:?}"),
+            Self::NoWords { text } => write!(f, "no words: {text:?}"),
         }
     }
 }
@@ -132,6 +136,21 @@ pub fn hallucination(text: &str) -> Option<&'static str> {
         .copied()
 }
 
+/// Whether `text` has a letter or a digit outside Whisper's bracketed
+/// notes on the sound ("[Music]", "(upbeat music)", "[BLANK_AUDIO]").
+fn has_words(text: &str) -> bool {
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 && c.is_alphanumeric() => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A sentence of three or more words said twice or more in a row.
 fn repeated_sentence(text: &str) -> Option<String> {
     let sentences: Vec<String> = text
@@ -158,6 +177,11 @@ pub fn judge(t: &Transcript, config: &HearingConfig) -> Result<(), Unheard> {
     {
         return Err(Unheard::NoSpeech {
             probability: t.no_speech_probability,
+        });
+    }
+    if !has_words(&t.text) {
+        return Err(Unheard::NoWords {
+            text: t.text.trim().to_string(),
         });
     }
     if let Some(phrase) = hallucination(&t.text) {
@@ -227,6 +251,23 @@ mod tests {
             ),
             Err(Unheard::Repeated { .. })
         ));
+        for text in [
+            " ♪",
+            "[Music]",
+            " (upbeat music) ♪♪",
+            "[BLANK_AUDIO]",
+            " ...",
+        ] {
+            assert!(
+                matches!(
+                    judge(&transcript(text, 0.9, 0.1), &c),
+                    Err(Unheard::NoWords { .. })
+                ),
+                "{text}"
+            );
+        }
+        // A number alone is words: an order number said on its own.
+        assert_eq!(judge(&transcript(" 2210.", 0.9, 0.1), &c), Ok(()));
         assert!(matches!(
             judge(&transcript("you", 0.3, 0.9), &c),
             Err(Unheard::NoSpeech { .. })
