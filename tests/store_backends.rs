@@ -539,8 +539,22 @@ async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
     let (_, woken) = store.wait_for_work(&position).await.unwrap();
     assert_eq!(woken, ["a", "b"], "each customer once, in order");
     let mut busy = store.busy().await.unwrap();
-    busy.sort();
-    assert_eq!(busy, ["a", "b"]);
+    busy.sort_by(|x, y| x.customer.cmp(&y.customer));
+    let free = |customer: &str| voxline::store::Busy {
+        customer: customer.into(),
+        held_for_ms: None,
+    };
+    assert_eq!(busy, [free("a"), free("b")]);
+    // A held lease shows its time left.
+    assert!(store.hold("b", "w", 10_000).await.unwrap());
+    let busy = store.busy().await.unwrap();
+    let b = busy.iter().find(|x| x.customer == "b").unwrap();
+    assert!(
+        b.held_for_ms
+            .is_some_and(|left| (9_000..=10_000).contains(&left)),
+        "{b:?}"
+    );
+    store.release("b", "w").await.unwrap();
     assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("w1"));
     // A deferred turn stays first: the customer's later texts wait.
     let later = Progress::Deferred {
@@ -558,7 +572,7 @@ async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
     };
     store.advance("w3", failed).await.unwrap();
     assert_eq!(store.next_turn("a").await.unwrap(), None);
-    assert_eq!(store.busy().await.unwrap(), ["b"]);
+    assert_eq!(store.busy().await.unwrap(), [free("b")]);
 }
 
 #[tokio::test]

@@ -46,6 +46,10 @@ use crate::store::{Leases, Progress};
 /// Tries of a turn whose store write failed, before its lane moves on.
 const STORE_RETRIES: u32 = 3;
 
+/// How long after a lease's end the claim scan looks at it: past the
+/// store's expiry, and never a busy loop.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(10);
+
 type Lane = VecDeque<(String, Option<Arrival>)>;
 
 #[derive(Clone)]
@@ -109,9 +113,9 @@ impl Workers {
 
     /// Workers on a store that other processes share: lanes run under
     /// per-customer leases of `lease_ms`, woken by the store's work stream
-    /// and by a claim scan (every `lease_ms / 2`) that also resumes the
-    /// turns of customers whose lease is free: at start, and after another
-    /// process died.
+    /// and by a claim scan (every `lease_ms / 2`, and when a lease held
+    /// elsewhere runs out) that also resumes the turns of customers whose
+    /// lease is free: at start, and after another process died.
     pub fn shared(
         ctx: Arc<TurnContext>,
         workers: usize,
@@ -253,25 +257,34 @@ impl Inner {
         }
     }
 
-    /// Every half lease, wakes a lane for every customer with unfinished
-    /// turns: what is free (at start, or a dead process's expired lease)
-    /// is taken; what another process holds is left to it.
+    /// Wakes a lane for every customer with unfinished turns whose lease is
+    /// free (at start, or a dead process's expired lease), and looks again
+    /// when the first lease another process holds runs out, or after half
+    /// a lease at the latest: a dead process's customers are taken over
+    /// within a few milliseconds of their lease's end.
     async fn claim_scan(self: Arc<Self>) {
         let Some(shared) = &self.shared else { return };
         let every = Duration::from_millis(shared.lease_ms / 2);
         loop {
             // Arrivals of turns another process ran are not needed.
             lock(&shared.arrivals).retain(|_, a| a.at.elapsed() < Duration::from_secs(600));
+            let mut next = every;
             match shared.leases.busy().await {
                 Ok(customers) => {
-                    for customer in customers {
-                        self.clone().wake(&customer);
+                    for busy in customers {
+                        let here = lock(&shared.active).contains_key(&busy.customer);
+                        match busy.held_for_ms {
+                            Some(left) if !here => {
+                                next = next.min(Duration::from_millis(left) + EXPIRY_MARGIN);
+                            }
+                            _ => self.clone().wake(&busy.customer),
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the customers waiting"),
             }
             tokio::select! {
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(next.max(EXPIRY_MARGIN)) => {}
                 () = self.draining.cancelled() => return,
             }
         }

@@ -320,6 +320,15 @@ pub trait Store: Inbox + Queue {
     async fn check_writable(&self) -> Result<(), StoreError>;
 }
 
+/// A customer with unfinished turns, as [`Leases::busy`] sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    pub customer: String,
+    /// The time left on the customer's lease, in ms; none when nobody
+    /// holds it.
+    pub held_for_ms: Option<u64>,
+}
+
 /// Per-customer leases, for a store that several processes share: one
 /// customer's turns run in one process at a time, in arrival order, and a
 /// lease not renewed (its process died) expires so that another process
@@ -336,8 +345,9 @@ pub trait Leases: Send + Sync {
     async fn release(&self, customer: &str, holder: &str) -> Result<(), StoreError>;
     /// The customer's earliest unfinished turn.
     async fn next_turn(&self, customer: &str) -> Result<Option<String>, StoreError>;
-    /// Customers with unfinished turns.
-    async fn busy(&self) -> Result<Vec<String>, StoreError>;
+    /// Customers with unfinished turns, with how long their lease still
+    /// runs, whoever holds it.
+    async fn busy(&self) -> Result<Vec<Busy>, StoreError>;
     /// Waits up to a second for messages stored after position `after`
     /// (`$` for from now on); returns the new position and their customers.
     async fn wait_for_work(&self, after: &str) -> Result<(String, Vec<String>), StoreError>;

@@ -108,6 +108,7 @@ struct Scripts {
     hold: Script,
     renew: Script,
     release: Script,
+    busy: Script,
 }
 
 static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
@@ -120,6 +121,7 @@ static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scrip
     hold: Script::new(HOLD),
     renew: Script::new(RENEW),
     release: Script::new(RELEASE),
+    busy: Script::new(BUSY),
 });
 
 fn db(e: redis::RedisError) -> StoreError {
@@ -328,6 +330,16 @@ const RELEASE: &str = r#"
 local key = ARGV[1] .. ':lease:' .. ARGV[2]
 if redis.call('GET', key) == ARGV[3] then redis.call('DEL', key) return 1 end
 return 0
+"#;
+
+/// The customers with unfinished turns, each with its lease's PTTL (-2
+/// when nobody holds it). ARGV: prefix.
+const BUSY: &str = r#"
+local out = {}
+for _, customer in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':busy')) do
+  out[#out + 1] = {customer, redis.call('PTTL', ARGV[1] .. ':lease:' .. customer)}
+end
+return out
 "#;
 
 impl RedisStore {
@@ -892,9 +904,22 @@ impl super::Leases for RedisStore {
         Ok(first.into_iter().next())
     }
 
-    async fn busy(&self) -> Result<Vec<String>, StoreError> {
+    async fn busy(&self) -> Result<Vec<super::Busy>, StoreError> {
         let mut conn = self.conn.clone();
-        conn.smembers(self.key("busy")).await.map_err(db)
+        let pairs: Vec<(String, i64)> = SCRIPTS
+            .busy
+            .arg(&self.prefix)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(customer, pttl)| super::Busy {
+                customer,
+                // -2: no lease; -1 (a lease without expiry) is never set.
+                held_for_ms: u64::try_from(pttl).ok(),
+            })
+            .collect())
     }
 
     async fn wait_for_work(&self, after: &str) -> Result<(String, Vec<String>), StoreError> {
