@@ -42,8 +42,10 @@ pub struct SttConfig {
     /// Extra audio, in ms, the fitted window covers past the end of the
     /// speech. Default 1000.
     pub window_margin_ms: u32,
-    /// Smallest fitted window in 20 ms encoder frames. Default 256 (5.12 s):
-    /// below it tiny models were measured to loop on short clips.
+    /// Smallest fitted window in 20 ms encoder frames. Default 384 (7.68 s):
+    /// below 256 tiny models were measured to loop on short clips, and at
+    /// 256 `base` lost words on short non-English notes that 384 keeps
+    /// (README, "The fitted encoder window").
     pub min_audio_ctx: u32,
     /// Compression ratio (text length over its deflated length) above which
     /// a fitted-window transcript counts as a repetition loop. Default 2.4,
@@ -81,7 +83,7 @@ impl Default for SttConfig {
             gpu: true,
             fit_window: true,
             window_margin_ms: 1000,
-            min_audio_ctx: 256,
+            min_audio_ctx: 384,
             max_compression_ratio: 2.4,
             max_tokens_per_second: 12.0,
             temperature_fallback: false,
