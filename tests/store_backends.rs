@@ -576,6 +576,53 @@ async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
 }
 
 #[tokio::test]
+async fn a_message_whose_record_vanished_holds_no_later_one() {
+    use voxline::store::Leases;
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    let messages = [message("v1", "a"), message("v2", "a"), message("v3", "b")];
+    store.accept(&messages, &[], &[]).await.unwrap();
+    // Evicted, as by a server that runs out of memory under an eviction
+    // policy.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("{voxline}:msg:v1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("v2"));
+    let unfinished: Vec<String> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.message.id)
+        .collect();
+    assert!(!unfinished.contains(&"v1".to_string()), "{unfinished:?}");
+    // Only vanished ones: the customer is no longer busy.
+    let _: i64 = redis::cmd("DEL")
+        .arg("{voxline}:msg:v3")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.next_turn("b").await.unwrap(), None);
+    let busy: Vec<String> = store
+        .busy()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.customer)
+        .collect();
+    assert_eq!(busy, ["a"]);
+}
+
+#[tokio::test]
 async fn erasing_a_customer_keeps_only_their_message_ids() {
     for fixture in backends() {
         let name = fixture.name();

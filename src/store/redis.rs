@@ -109,6 +109,7 @@ struct Scripts {
     renew: Script,
     release: Script,
     busy: Script,
+    next_turn: Script,
 }
 
 static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
@@ -122,6 +123,7 @@ static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scrip
     renew: Script::new(RENEW),
     release: Script::new(RELEASE),
     busy: Script::new(BUSY),
+    next_turn: Script::new(NEXT_TURN),
 });
 
 fn db(e: redis::RedisError) -> StoreError {
@@ -340,6 +342,30 @@ for _, customer in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':busy')) do
   out[#out + 1] = {customer, redis.call('PTTL', ARGV[1] .. ':lease:' .. customer)}
 end
 return out
+"#;
+
+/// The customer's earliest unfinished turn whose message is still there.
+/// An id whose record vanished (an evicted key) is taken out of the queues
+/// so that it does not hold the customer's later messages; a customer left
+/// with none is not busy. ARGV: prefix, customer. Returns the id ("" for
+/// none) and the ids taken out.
+const NEXT_TURN: &str = r#"
+local p, customer = ARGV[1], ARGV[2]
+local queue = p .. ':customer:' .. customer
+local vanished = {}
+while true do
+  local first = redis.call('ZRANGE', queue, 0, 0)[1]
+  if not first then
+    redis.call('SREM', p .. ':busy', customer)
+    return {'', vanished}
+  end
+  if redis.call('EXISTS', p .. ':msg:' .. first) == 1 then
+    return {first, vanished}
+  end
+  redis.call('ZREM', queue, first)
+  redis.call('ZREM', p .. ':unfinished', first)
+  vanished[#vanished + 1] = first
+end
 "#;
 
 impl RedisStore {
@@ -897,11 +923,21 @@ impl super::Leases for RedisStore {
 
     async fn next_turn(&self, customer: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        let first: Vec<String> = conn
-            .zrange(format!("{}:customer:{customer}", self.prefix), 0, 0)
+        let (first, vanished): (String, Vec<String>) = SCRIPTS
+            .next_turn
+            .arg(&self.prefix)
+            .arg(customer)
+            .invoke_async(&mut conn)
             .await
             .map_err(db)?;
-        Ok(first.into_iter().next())
+        for id in vanished {
+            tracing::error!(
+                message_id = %id,
+                "a queued message's record is gone from Redis (evicted? run with maxmemory-policy noeviction); \
+                 it cannot be answered and no longer holds the customer's later messages"
+            );
+        }
+        Ok((!first.is_empty()).then_some(first))
     }
 
     async fn busy(&self) -> Result<Vec<super::Busy>, StoreError> {
