@@ -305,30 +305,29 @@ fn the_corpus_is_trained_on() {
 fn the_fourth_blind_test_set() {
     score("test4.tsv", TEST4_FLOOR, TEST4_CONFIDENT_WRONG);
     // Without the lines that happen to be training examples: printed only.
+    score_unseen("test4.tsv");
+}
+
+/// Scores the lines of blind set `name` that are not training examples
+/// and prints the table.
+fn score_unseen(name: &str) -> voxline::dialog::intent::eval::Report {
     use voxline::dialog::intent::eval;
     let m = model();
     let training = training_texts(&m);
-    let unseen: Vec<_> = blind("test4.tsv")
+    let unseen: Vec<_> = blind(name)
         .into_iter()
         .filter(|s| !training.contains(&fold(&s.text)))
         .collect();
     let report = eval::evaluate(&m, &unseen);
-    println!("test4.tsv without training lines\n{}", eval::table(&report));
+    println!("{name} without training lines\n{}", eval::table(&report));
+    report
 }
 
 #[test]
 fn blind_test_set() {
     score("test3.tsv", TEST_FLOOR, TEST_CONFIDENT_WRONG);
     // And without the lines that happen to be training examples.
-    use voxline::dialog::intent::eval;
-    let m = model();
-    let training = training_texts(&m);
-    let unseen: Vec<_> = blind("test3.tsv")
-        .into_iter()
-        .filter(|s| !training.contains(&fold(&s.text)))
-        .collect();
-    let report = eval::evaluate(&m, &unseen);
-    println!("test3.tsv without training lines\n{}", eval::table(&report));
+    let report = score_unseen("test3.tsv");
     let all = &report.figures["all"];
     assert!(all.accuracy >= TEST_FLOOR, "{:.3}", all.accuracy);
     assert!(

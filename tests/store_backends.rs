@@ -86,6 +86,16 @@ impl Fixture {
     }
 }
 
+/// A store on `server` with the default settings.
+async fn redis_store(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(&RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn backends() -> Vec<Fixture> {
     vec![
         Fixture::Sqlite(tempfile::tempdir().unwrap()),
@@ -425,12 +435,7 @@ async fn the_state_survives_a_new_connection() {
 #[tokio::test]
 async fn redis_loses_no_acknowledged_message_when_the_server_is_killed() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&RedisConfig {
-        url: server.url(),
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = redis_store(&server).await;
     let mut acknowledged = Vec::new();
     for i in 0..200 {
         let id = format!("wamid.K{i}");
@@ -450,12 +455,7 @@ async fn redis_loses_no_acknowledged_message_when_the_server_is_killed() {
         acknowledged.push(id);
     }
     server.kill_and_restart();
-    let store = RedisStore::connect(&RedisConfig {
-        url: server.url(),
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = redis_store(&server).await;
     let left: Vec<String> = store
         .unfinished()
         .await
@@ -526,12 +526,7 @@ async fn a_customers_lease_is_one_processes_until_given_up_or_expired() {
 async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
     use voxline::store::Leases;
     let server = RedisServer::start();
-    let store = RedisStore::connect(&RedisConfig {
-        url: server.url(),
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = redis_store(&server).await;
     let (position, nothing) = store.wait_for_work("0").await.unwrap();
     assert!(nothing.is_empty());
     let messages = [message("w1", "a"), message("w2", "b"), message("w3", "a")];
@@ -579,12 +574,7 @@ async fn each_customers_turns_come_in_arrival_order_and_wake_the_workers() {
 async fn a_message_whose_record_vanished_holds_no_later_one() {
     use voxline::store::Leases;
     let server = RedisServer::start();
-    let store = RedisStore::connect(&RedisConfig {
-        url: server.url(),
-        ..RedisConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = redis_store(&server).await;
     let messages = [message("v1", "a"), message("v2", "a"), message("v3", "b")];
     store.accept(&messages, &[], &[]).await.unwrap();
     // Evicted, as by a server that runs out of memory under an eviction
