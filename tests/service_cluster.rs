@@ -43,6 +43,12 @@ const TEXT_TURN_MS: u64 = 1_000;
 /// How late after a lease's end the other worker may take the customer:
 /// the claim scan's wake-up and round trips, on a loaded machine.
 const CLAIM_SLACK_MS: u64 = 500;
+/// The most it may take to answer a dead worker's customer's waiting text:
+/// the claim, then two text turns (the one in flight again, then the
+/// text). Only for customers whose two turns are texts: a voice note also
+/// waits for the surviving worker's one transcription slot, behind the
+/// other customers' notes, which is capacity and not the lease.
+const TEXTS_ANSWERED_MS: u64 = CLAIM_IDLE_MS + CLAIM_SLACK_MS + 2 * TEXT_TURN_MS;
 /// Customers writing at the same time: their texts come faster than one
 /// customer's turns can run, so each has texts waiting behind its turn.
 const AT_ONCE: usize = 5;
@@ -200,10 +206,10 @@ async fn a_webhook_and_two_workers_survive_a_dead_worker_and_a_redis_restart() {
         if i == 200 {
             // Measured before redis-server goes down, so that the figures
             // are the lease's alone.
-            let (claimed, answered, limit) = takeover.take().unwrap().await.unwrap();
+            let (claimed, answered) = takeover.take().unwrap().await.unwrap();
             eprintln!(
                 "cluster: the dead worker's customers taken over {} ms after the kill, \
-                 the waiting texts answered after {} ms (limit {limit} ms)",
+                 the waiting texts answered after {} ms (limit {TEXTS_ANSWERED_MS} ms)",
                 claimed.as_millis(),
                 answered.as_millis()
             );
@@ -213,8 +219,8 @@ async fn a_webhook_and_two_workers_survive_a_dead_worker_and_a_redis_restart() {
                 "taken over after {claimed:?}, over claim_idle_ms and a margin ({claim_limit:?})"
             );
             assert!(
-                answered <= Duration::from_millis(limit),
-                "texts answered after {answered:?}, over claim_idle_ms + two turns ({limit} ms)"
+                answered <= Duration::from_millis(TEXTS_ANSWERED_MS),
+                "texts answered after {answered:?}, over claim_idle_ms + two turns ({TEXTS_ANSWERED_MS} ms)"
             );
             redis.kill_and_restart();
         }
@@ -296,6 +302,11 @@ struct Waiting {
     next: usize,
 }
 
+/// Whether a lease's holder name (`host-pid-start`) is process `pid`'s.
+fn held_by(holder: &str, pid: u32) -> bool {
+    holder.contains(&format!("-{pid}-"))
+}
+
 /// The customers whose lease the process `pid` holds.
 async fn leases_of(url: &str, pid: u32) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();
@@ -312,7 +323,7 @@ async fn leases_of(url: &str, pid: u32) -> Vec<String> {
             .query_async(&mut conn)
             .await
             .unwrap();
-        if holder.is_some_and(|h| h.contains(&format!("-{pid}-"))) {
+        if holder.is_some_and(|h| held_by(&h, pid)) {
             held.push(key.rsplit(':').next().unwrap().to_string());
         }
     }
@@ -320,25 +331,20 @@ async fn leases_of(url: &str, pid: u32) -> Vec<String> {
 }
 
 /// How long after the kill until the process that is not `dead` holds
-/// every waiting customer's lease, and until each customer's `next`
-/// message is answered; with the limit for the latter: `claim_idle_ms`,
-/// the claim's margin, and two text turns (the one in flight again, then
-/// the next). The limit holds for the customers whose two turns are texts:
-/// a voice note also waits for the surviving worker's one transcription
-/// slot, behind the other customers' notes, which is capacity and not the
-/// lease; those customers are only waited for.
+/// every waiting customer's lease, and until the `next` message of each
+/// customer whose two turns are texts is answered (see
+/// [`TEXTS_ANSWERED_MS`]); the others are only waited for.
 async fn taken_over(
     graph: FakeGraph,
     url: String,
     dead: u32,
     waiting: Vec<Waiting>,
-) -> (Duration, Duration, u64) {
+) -> (Duration, Duration) {
     eprintln!(
         "cluster: waiting for {} customers to be taken over",
         waiting.len()
     );
     let started = Instant::now();
-    let limit = CLAIM_IDLE_MS + CLAIM_SLACK_MS + 2 * TEXT_TURN_MS;
     let texts_only = |w: &&Waiting| w.in_flight != VOICE_SEQ && w.next != VOICE_SEQ;
     assert!(
         waiting.iter().any(|w| texts_only(&w)),
@@ -357,7 +363,7 @@ async fn taken_over(
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            if holder.is_none_or(|h| h.contains(&format!("-{dead}-"))) {
+            if holder.is_none_or(|h| held_by(&h, dead)) {
                 still.push(customer);
             }
         }
@@ -387,7 +393,7 @@ async fn taken_over(
             // A customer whose turns all ran before the lease was seen
             // held counts as claimed when answered.
             let texts = texts_answered.unwrap_or_else(|| started.elapsed());
-            return (claimed.unwrap_or(texts), texts, limit);
+            return (claimed.unwrap_or(texts), texts);
         }
         if started.elapsed() > Duration::from_secs(60) {
             let missing: Vec<String> = waiting

@@ -86,6 +86,17 @@ impl Fixture {
     }
 }
 
+/// The ids of the unfinished turns, in arrival order.
+async fn unfinished_ids(store: &RedisStore) -> Vec<String> {
+    store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.message.id)
+        .collect()
+}
+
 /// A store on `server` with the default settings.
 async fn redis_store(server: &RedisServer) -> RedisStore {
     RedisStore::connect(&RedisConfig {
@@ -456,14 +467,7 @@ async fn redis_loses_no_acknowledged_message_when_the_server_is_killed() {
     }
     server.kill_and_restart();
     let store = redis_store(&server).await;
-    let left: Vec<String> = store
-        .unfinished()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.message.id)
-        .collect();
-    assert_eq!(left, acknowledged);
+    assert_eq!(unfinished_ids(&store).await, acknowledged);
     assert!(server.dir().join("appendonlydir").exists());
 }
 
@@ -581,26 +585,19 @@ async fn a_message_whose_record_vanished_holds_no_later_one() {
     // policy.
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg("{voxline}:msg:v1")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut evict = async |id: &str| {
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{{voxline}}:msg:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    evict("v1").await;
     assert_eq!(store.next_turn("a").await.unwrap().as_deref(), Some("v2"));
-    let unfinished: Vec<String> = store
-        .unfinished()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.message.id)
-        .collect();
+    let unfinished = unfinished_ids(&store).await;
     assert!(!unfinished.contains(&"v1".to_string()), "{unfinished:?}");
     // Only vanished ones: the customer is no longer busy.
-    let _: i64 = redis::cmd("DEL")
-        .arg("{voxline}:msg:v3")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    evict("v3").await;
     assert_eq!(store.next_turn("b").await.unwrap(), None);
     let busy: Vec<String> = store
         .busy()
