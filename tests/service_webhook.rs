@@ -182,7 +182,7 @@ async fn each_message_type_gets_its_reply() {
         )
     );
     assert_eq!(turn.transcript.as_deref(), Some(" Where is my order?"));
-    let mut read = graph.marked_read();
+    let mut read = graph.wait_for_reads(5, WAIT).await;
     read.sort();
     assert_eq!(
         read,

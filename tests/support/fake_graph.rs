@@ -145,6 +145,24 @@ impl FakeGraph {
         self.state.inner.lock().unwrap().read.clone()
     }
 
+    /// Waits until at least `n` read receipts arrived, or panics after
+    /// `timeout`. A receipt runs beside its turn, so it may land after the
+    /// reply.
+    pub async fn wait_for_reads(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let read = self.marked_read();
+            if read.len() >= n {
+                return read;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "waited {timeout:?} for {n} read receipts, got {read:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Read receipts that showed the typing indicator.
     pub fn typing_shown(&self) -> Vec<String> {
         self.state.inner.lock().unwrap().typing.clone()
