@@ -210,6 +210,38 @@ impl LanguageRouter {
     }
 }
 
+/// The language to redo a transcription in, if any: the other candidate when
+/// the transcript's confidence is low and that candidate is at all likely,
+/// unless detection was sure of the routed language. Confidences of different
+/// models are not comparable (tiny.en against base), so a sure detection is
+/// not second-guessed by a low confidence: an Italian note detected at 0.91,
+/// heard by `base` at 0.33 and redone in English by `tiny.en` at 0.41 was
+/// English nonsense.
+fn redo_in(
+    routed: &str,
+    other: Option<String>,
+    confidence: f32,
+    detection: &Detection,
+    config: &RoutingConfig,
+) -> Option<String> {
+    if confidence >= config.redo_below_confidence {
+        return None;
+    }
+    let sure = detection
+        .served
+        .first()
+        .is_some_and(|(l, p)| l == routed && *p >= config.switch_probability);
+    if sure {
+        return None;
+    }
+    other.filter(|o| {
+        detection
+            .served
+            .iter()
+            .any(|(l, p)| l == o && *p >= config.redo_candidate_probability)
+    })
+}
+
 /// The language chosen before transcription, the other candidate, and why.
 fn choose(
     prior: Option<&Prior>,
@@ -343,13 +375,7 @@ impl SpeechToText for LanguageRouter {
         let (mut t, mut model) = self.run(speech, &language, options)?;
         let mut redone_from = None;
         let mut chosen = language.clone();
-        let candidate = other.filter(|o| {
-            detection
-                .served
-                .iter()
-                .any(|(l, p)| l == o && *p >= self.config.redo_candidate_probability)
-        });
-        if let (true, Some(other)) = (t.confidence < self.config.redo_below_confidence, candidate) {
+        if let Some(other) = redo_in(&language, other, t.confidence, &detection, &self.config) {
             let (again, again_model) = self.run(speech, &other, options)?;
             tracing::info!(
                 first = %language,
@@ -432,6 +458,33 @@ mod tests {
         );
         assert_eq!((l.as_str(), other.as_deref()), ("en", Some("es")));
         assert!(why.contains("over the calling code's es"), "{why}");
+    }
+
+    #[test]
+    fn a_low_confidence_is_redone_only_when_detection_was_unsure() {
+        let config = RoutingConfig::default();
+        let it = detection(&[("it", 0.91), ("en", 0.06)]);
+        // sure detection: a low confidence does not override it
+        assert_eq!(redo_in("it", Some("en".into()), 0.33, &it, &config), None);
+        // unsure detection and a low confidence: redone in the other one
+        let unsure = detection(&[("it", 0.6), ("es", 0.35)]);
+        assert_eq!(
+            redo_in("it", Some("es".into()), 0.33, &unsure, &config).as_deref(),
+            Some("es")
+        );
+        // routed by a prior against an unsure detection: redone in the detected one
+        let pt = detection(&[("pt", 0.6), ("es", 0.4)]);
+        assert_eq!(
+            redo_in("es", Some("pt".into()), 0.3, &pt, &config).as_deref(),
+            Some("pt")
+        );
+        // confident enough, or an unlikely candidate: not redone
+        assert_eq!(
+            redo_in("it", Some("es".into()), 0.5, &unsure, &config),
+            None
+        );
+        let far = detection(&[("it", 0.7), ("es", 0.01)]);
+        assert_eq!(redo_in("it", Some("es".into()), 0.2, &far, &config), None);
     }
 
     #[test]
