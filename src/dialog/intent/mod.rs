@@ -316,6 +316,8 @@ pub fn record_label(
 pub struct IntentModel {
     specs: Vec<IntentSpec>,
     rules: RegexSet,
+    /// The same patterns one by one, for the spans of those that matched.
+    rule_regexes: Vec<regex::Regex>,
     rule_owner: Vec<usize>,
     intents: Classifier,
     languages: Vec<String>,
@@ -397,6 +399,7 @@ impl IntentModel {
             examples.extend(std::iter::repeat_n(label.text.clone(), LABEL_WEIGHT));
         }
         let mut patterns = Vec::new();
+        let mut rule_regexes = Vec::new();
         let mut rule_owner = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.intent == spec.intent) {
@@ -404,11 +407,12 @@ impl IntentModel {
             }
             for p in &spec.patterns {
                 // Checked one by one so that the error names the culprit.
-                regex::Regex::new(p).map_err(|source| IntentError::Pattern {
+                let regex = regex::Regex::new(p).map_err(|source| IntentError::Pattern {
                     intent: spec.intent.clone(),
                     pattern: p.clone(),
                     source,
                 })?;
+                rule_regexes.push(regex);
                 patterns.push(p.clone());
                 rule_owner.push(i);
             }
@@ -442,6 +446,7 @@ impl IntentModel {
         let model = Self {
             specs,
             rules,
+            rule_regexes,
             rule_owner,
             intents,
             detectable: (0..languages.len()).collect(),
@@ -599,12 +604,30 @@ impl IntentModel {
     }
 
     /// The intents with a rule matching `folded`, each once.
+    /// The intents whose rules match, except where a rule's match lies
+    /// inside another intent's longer match: the longer one is the more
+    /// specific reading ("cancelar" inside "cancelar suscripcion" is not a
+    /// cancelled order; "grazie" inside "stop grazie" is not a goodbye).
     fn matched_intents(&self, folded: &str) -> Vec<usize> {
-        let mut matched: Vec<usize> = self
+        let spans: Vec<(usize, std::ops::Range<usize>)> = self
             .rules
             .matches(folded)
             .iter()
-            .map(|r| self.rule_owner[r])
+            .flat_map(|r| {
+                self.rule_regexes[r]
+                    .find_iter(folded)
+                    .map(move |m| (self.rule_owner[r], m.range()))
+            })
+            .collect();
+        let inside_another = |owner: usize, span: &std::ops::Range<usize>| {
+            spans.iter().any(|(o, s)| {
+                *o != owner && s.start <= span.start && span.end <= s.end && s.len() > span.len()
+            })
+        };
+        let mut matched: Vec<usize> = spans
+            .iter()
+            .filter(|(owner, span)| !inside_another(*owner, span))
+            .map(|(owner, _)| *owner)
             .collect();
         matched.sort_unstable();
         matched.dedup();
