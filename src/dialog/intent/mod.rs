@@ -754,6 +754,32 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_match_inside_another_intents_longer_match_does_not_count() {
+        let mut cancel = spec("cancel_order", &["cancel my order", "cancel it"]);
+        cancel.patterns = vec![r"\bcancel\b".into()];
+        let mut opt_out = spec("opt_out", &["stop", "unsubscribe"]);
+        opt_out.patterns = vec![r"\bcancel (my )?subscription\b".into()];
+        let mut bye = spec("thanks_bye", &["thanks bye", "thank you"]);
+        bye.patterns = vec![r"\bthanks\b".into()];
+        let m = IntentModel::from_specs(
+            vec![cancel, opt_out, bye],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        let names = |text: &str| -> Vec<String> {
+            m.matched_intents(&text::fold(text))
+                .into_iter()
+                .map(|i| m.specs[i].intent.clone())
+                .collect()
+        };
+        assert_eq!(names("cancel my subscription"), ["opt_out"]);
+        // side by side, both count
+        assert_eq!(names("cancel it, thanks"), ["cancel_order", "thanks_bye"]);
+        assert_eq!(names("cancel order 2210"), ["cancel_order"]);
+    }
+
+    #[test]
     fn corpus_lines_become_examples_of_their_intents() {
         let dir = tempfile::tempdir().unwrap();
         let mut specs = vec![
