@@ -177,26 +177,66 @@ const NUMBER_WORDS: &[(&str, &str)] = &[
     ("dix", "10"),
 ];
 
+/// Currency symbols and words, each to the one word both become.
+const CURRENCIES: &[(&str, &str)] = &[
+    ("$", "dollars"),
+    ("dollar", "dollars"),
+    ("€", "euros"),
+    ("euro", "euros"),
+    ("£", "pounds"),
+    ("pound", "pounds"),
+];
+
 /// Lower-cases, strips punctuation and splits into words, so that "Order
-/// #1,842." and "order 1842" compare equal. Digit groups separated by commas
-/// or dots are joined ("1,842" → "1842"), and number words up to ten (and a
-/// few more in English) become digits ("one-two" → "1 2").
+/// #1,842." and "order 1842" compare equal. Digit groups separated by commas,
+/// dots or colons are joined ("1,842" → "1842", "10:30" and "10.30" →
+/// "1030"), number words up to ten (and a few more in English) become digits
+/// ("one-two" → "1 2"), and a currency symbol before a number is read after
+/// it as its word ("$25" and "25 dollars" → "25 dollars"; "euro" and
+/// "euros" → "euros"), as a listener would say them.
 pub fn normalise_words(text: &str) -> Vec<String> {
     let mut cleaned = String::with_capacity(text.len());
     let chars: Vec<char> = text.chars().collect();
+    // A currency symbol waiting for the end of the number it precedes.
+    let mut currency: Option<&str> = None;
     for (i, &c) in chars.iter().enumerate() {
         let between_digits = i > 0
             && i + 1 < chars.len()
             && chars[i - 1].is_ascii_digit()
             && chars[i + 1].is_ascii_digit();
+        if matches!(c, ',' | '.' | ':') && between_digits {
+            // thousands separator, decimal point or a time's colon inside a
+            // number: keep the number in one word
+            continue;
+        }
+        if !c.is_ascii_digit() {
+            if let Some(word) = currency.take() {
+                // the number the symbol preceded ends here
+                cleaned.push(' ');
+                cleaned.push_str(word);
+            }
+        }
+        let symbol = CURRENCIES
+            .iter()
+            .find(|(s, _)| s.chars().eq(std::iter::once(c)))
+            .map(|(_, word)| *word);
         if c.is_alphanumeric() || c == '\'' {
             cleaned.extend(c.to_lowercase());
-        } else if (c == ',' || c == '.') && between_digits {
-            // thousands separator or decimal point inside a number: keep the
-            // number in one word
+        } else if let Some(word) = symbol {
+            if chars.get(i + 1).is_some_and(char::is_ascii_digit) {
+                currency = Some(word);
+            } else {
+                cleaned.push(' ');
+                cleaned.push_str(word);
+            }
+            cleaned.push(' ');
         } else {
             cleaned.push(' ');
         }
+    }
+    if let Some(word) = currency {
+        cleaned.push(' ');
+        cleaned.push_str(word);
     }
     cleaned
         .split_whitespace()
@@ -205,6 +245,7 @@ pub fn normalise_words(text: &str) -> Vec<String> {
         .map(|w| {
             NUMBER_WORDS
                 .iter()
+                .chain(CURRENCIES)
                 .find(|(word, _)| *word == w)
                 .map_or(w, |(_, digits)| digits)
                 .to_string()
@@ -255,6 +296,26 @@ mod tests {
             normalise_words("One two, three. 1-2-3"),
             vec!["1", "2", "3", "1", "2", "3"]
         );
+    }
+
+    #[test]
+    fn currency_symbols_and_times_read_as_they_are_said() {
+        assert_eq!(
+            normalise_words("a refund of $25 today"),
+            normalise_words("a refund of 25 dollars today")
+        );
+        assert_eq!(normalise_words("$59.99."), ["5999", "dollars"]);
+        assert_eq!(
+            normalise_words("12,50 € o 12 euro"),
+            ["1250", "euros", "o", "12", "euros"]
+        );
+        assert_eq!(
+            normalise_words("£3, or 4 pound"),
+            ["3", "pounds", "or", "4", "pounds"]
+        );
+        assert_eq!(normalise_words("at 10:30"), normalise_words("at 10.30"));
+        // a symbol alone is its word
+        assert_eq!(normalise_words("in $ please"), ["in", "dollars", "please"]);
     }
 
     #[test]
