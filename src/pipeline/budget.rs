@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::record::{Action, BudgetStage};
 
-/// One stage's budget: `ms`, plus `per_audio_s_ms` for every second of the
-/// customer's note, for the stages whose work grows with the audio.
+/// One stage's budget: `ms`, plus `per_audio_s_ms` for every second of
+/// audio, for the stages whose work grows with it: the customer's note for
+/// `decode` and `stt`, the reply's speech for `tts_total` and `encode`
+/// (which grow as the audio is produced, so a voice keeps its deadline
+/// while it speaks at least that fast).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
@@ -90,9 +93,14 @@ impl Default for Budgets {
             (DialogTotal, 6_000, 0, Template),
             // The natural voices on 2 cores: Kokoro's first sentence p95
             // 3.7 s, a whole reply a few seconds more (README, "Figures").
+            // A whole reply: 8 s, plus 600 ms for every second spoken
+            // (twice Kokoro's real-time factor on 2 cores, 0.30): a 10 s
+            // reply has 14 s, and a voice slower than 0.6 of real time
+            // eats into the 8 s until it is given up.
             (TtsFirstAudio, 5_000, 0, SendText),
-            (TtsTotal, 15_000, 0, SendText),
-            (Encode, 1_000, 0, SendText),
+            (TtsTotal, 8_000, 600, SendText),
+            // Opus encodes about 200 times faster than real time.
+            (Encode, 1_000, 20, SendText),
             (Upload, 5_000, 0, SendText),
             (Send, 10_000, 0, RetryOnce),
             // The typing indicator tells the customer at once that an
@@ -117,6 +125,9 @@ impl Default for Budgets {
         }
     }
 }
+
+/// The largest per-second part: a minute for every second of audio.
+const MAX_PER_AUDIO_S_MS: u64 = 60_000;
 
 /// How budgets are written in the config file.
 #[derive(Deserialize)]
@@ -166,6 +177,13 @@ impl Budgets {
                     "budgets.{}: {} ms is out of range (1 to 3600000)",
                     stage.name(),
                     b.ms
+                ));
+            }
+            if b.per_audio_s_ms > MAX_PER_AUDIO_S_MS {
+                return Err(format!(
+                    "budgets.{}: per_audio_s_ms {} is out of range (0 to {MAX_PER_AUDIO_S_MS})",
+                    stage.name(),
+                    b.per_audio_s_ms
                 ));
             }
             if !stage.allowed().contains(&b.action) {
@@ -420,6 +438,14 @@ mod tests {
         let e =
             parse("[budgets]\nstt = { ms = 10, action = \"ask_for_text\", x = 1 }\n").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
+        let e = parse(
+            "[budgets]\nstt = { ms = 10, per_audio_s_ms = 100000000, action = \"ask_for_text\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("per_audio_s_ms") && e.contains("out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -135,6 +135,8 @@ struct Notes {
     intent: Option<String>,
     fast_path: Option<bool>,
     audio_ms: Option<f64>,
+    /// The spoken reply's length, when one was spoken.
+    reply_audio_ms: Option<u64>,
     routing: Option<String>,
     degraded: Vec<String>,
 }
@@ -496,10 +498,18 @@ async fn finish(
         budgets_ms: budgets
             .iter()
             .map(|(s, b)| {
-                let ms = b
-                    .for_audio(notes.audio_ms.unwrap_or(0.0) as u64)
-                    .as_millis() as u64;
-                (s.name().to_string(), ms)
+                // decode and stt grow with the customer's note, the speech
+                // and its encoding with the reply's
+                let audio_ms = match s {
+                    BudgetStage::TtsTotal | BudgetStage::Encode => {
+                        notes.reply_audio_ms.unwrap_or(0)
+                    }
+                    _ => notes.audio_ms.unwrap_or(0.0) as u64,
+                };
+                (
+                    s.name().to_string(),
+                    b.for_audio(audio_ms).as_millis() as u64,
+                )
             })
             .collect::<BTreeMap<_, _>>(),
     };
@@ -1155,6 +1165,7 @@ async fn compose(
                 truncated = note.info.truncated,
                 "reply spoken"
             );
+            notes.reply_audio_ms = Some(note.info.duration_ms);
             Some(note.bytes)
         }
         Some(Err(NoVoice {

@@ -11,7 +11,7 @@
 //! text, which is the one action these budgets allow.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
@@ -124,7 +124,9 @@ pub async fn speak(
     };
 
     let first_audio_budget = budgets.get(BudgetStage::TtsFirstAudio).duration();
-    let total_budget = budgets.get(BudgetStage::TtsTotal).duration();
+    let total = budgets.get(BudgetStage::TtsTotal);
+    // The audio spoken so far: `tts_total` grows with it.
+    let mut spoken = Duration::ZERO;
     let mut run = VoiceRun {
         note: Err(NoVoice {
             stage: Stage::Tts,
@@ -140,6 +142,7 @@ pub async fn speak(
     let mut pcm_tx = Some(pcm_tx);
     let mut text_open = true;
     let stopped: Option<NoVoice> = loop {
+        let total_budget = total.for_audio(spoken.as_millis() as u64);
         // The deadline in force: none until text reaches the provider.
         let deadline = run.first_text.map(|t| match run.first_audio {
             None => (t + first_audio_budget).min(t + total_budget),
@@ -183,6 +186,7 @@ pub async fn speak(
                     let now = Instant::now();
                     run.first_audio.get_or_insert(now);
                     run.last_audio = Some(now);
+                    spoken += chunk.duration();
                     if let Some(tx) = &pcm_tx {
                         if tx.send(chunk).await.is_err() {
                             // The encoder failed; its result says why.
@@ -234,7 +238,10 @@ pub async fn speak(
             return run;
         }
     };
-    let encode_deadline = Instant::now() + budgets.get(BudgetStage::Encode).duration();
+    let encode_deadline = Instant::now()
+        + budgets
+            .get(BudgetStage::Encode)
+            .for_audio(spoken.as_millis() as u64);
     let encoded = timeout_at(encode_deadline.into(), encoding).await;
     run.ended = Instant::now();
     run.note = match encoded {
@@ -294,6 +301,9 @@ mod tests {
         Fails,
         Hangs,
         Stalls,
+        /// Four 500 ms tones per chunk of text, each 200 ms after the last:
+        /// 2.5 times faster than real time, and slower than a fixed budget.
+        Steady,
     }
 
     #[async_trait::async_trait]
@@ -322,6 +332,19 @@ mod tests {
                         provider: "fake".into(),
                         first_audio: Some(Duration::ZERO),
                         audio: Duration::from_millis(500),
+                    })
+                }
+                Fake::Steady => {
+                    while text.recv().await.is_some() {
+                        for _ in 0..4 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            audio.send(tone()).await.map_err(|_| TtsError::Cancelled)?;
+                        }
+                    }
+                    Ok(SpeechReport {
+                        provider: "fake".into(),
+                        first_audio: Some(Duration::from_millis(200)),
+                        audio: Duration::from_millis(4_000),
                     })
                 }
                 Fake::Fails => Err(TtsError::Unavailable {
@@ -414,6 +437,28 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(1_200));
         let e = r.note.unwrap_err();
         assert_eq!(e.overrun, Some(BudgetStage::TtsTotal), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn the_total_budget_grows_with_the_audio_spoken() {
+        // 8 tones of 500 ms over about 1.6 s: past a fixed 800 ms budget,
+        // within 800 ms plus a second for every second spoken.
+        let fixed = run(Fake::Steady, &budgets(5_000, 800)).await;
+        let e = fixed.note.unwrap_err();
+        assert_eq!(e.overrun, Some(BudgetStage::TtsTotal), "{e:?}");
+        let mut b = budgets(5_000, 800);
+        b.set(
+            BudgetStage::TtsTotal,
+            Budget {
+                ms: 800,
+                per_audio_s_ms: 1_000,
+                action: Action::SendText,
+            },
+        )
+        .unwrap();
+        let grown = run(Fake::Steady, &b).await;
+        let note = grown.note.expect("a voice note within the grown budget");
+        assert!(note.info.duration_ms >= 2_000, "{:?}", note.info);
     }
 
     #[tokio::test]
