@@ -414,7 +414,10 @@ async fn defer(
 /// The read receipt with WhatsApp's typing indicator, beside the turn: sent
 /// when the turn starts and again every 20 s (the indicator lasts 25 s)
 /// until the reply goes out. Each is one try within
-/// `[whatsapp] read_receipt_timeout_ms`; the turn never waits for it.
+/// `[whatsapp] read_receipt_timeout_ms`; the turn never waits for it. A
+/// receipt on its way is finished even when the reply went out first (a
+/// quick turn), so that every message is marked read; only the refreshes
+/// stop.
 struct Typing {
     stop: CancellationToken,
 }
@@ -428,11 +431,8 @@ impl Typing {
         tokio::spawn(
             async move {
                 loop {
-                    tokio::select! {
-                        r = channel.mark_read(&message_id) => if let Err(e) = r {
-                            tracing::debug!(error = %e, "read receipt not sent");
-                        },
-                        () = done.cancelled() => return,
+                    if let Err(e) = channel.mark_read(&message_id).await {
+                        tracing::debug!(error = %e, "read receipt not sent");
                     }
                     tokio::select! {
                         () = tokio::time::sleep(Self::REFRESH) => {}
@@ -1311,5 +1311,54 @@ async fn record_accepted(
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{ChannelError, MediaDownload, Sent};
+    use std::sync::Mutex;
+
+    /// A channel whose read receipts take 50 ms to be accepted.
+    #[derive(Default)]
+    struct SlowReceipts {
+        read: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Channel for SlowReceipts {
+        async fn open_media(&self, _: &str) -> Result<MediaDownload, ChannelError> {
+            Err(ChannelError::Transport("no media here".into()))
+        }
+        async fn send_text(&self, _: &str, _: &str) -> Result<Sent, ChannelError> {
+            Err(ChannelError::Transport("no texts here".into()))
+        }
+        async fn upload_voice(&self, _: bytes::Bytes) -> Result<String, ChannelError> {
+            Err(ChannelError::Transport("no uploads here".into()))
+        }
+        async fn send_voice(&self, _: &str, _: &str) -> Result<Sent, ChannelError> {
+            Err(ChannelError::Transport("no voice here".into()))
+        }
+        async fn mark_read(&self, message_id: &str) -> Result<(), ChannelError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.read.lock().unwrap().push(message_id.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quick_turn_still_marks_its_message_read() {
+        let channel = Arc::new(SlowReceipts::default());
+        // The reply went out before the receipt was accepted.
+        drop(Typing::start(channel.clone(), "wamid.Q1".into()));
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while channel.read.lock().unwrap().is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*channel.read.lock().unwrap(), ["wamid.Q1"]);
+        // and no refresh follows
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(channel.read.lock().unwrap().len(), 1);
     }
 }
