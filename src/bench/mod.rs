@@ -117,13 +117,16 @@ pub struct TurnRow {
 }
 
 /// The fixtures a bench runs: the manifest's, those in `languages` or else
-/// those `model` can transcribe (an English-only model takes English).
+/// those the speech model can transcribe (an English-only model takes
+/// English; the default router, whose name also holds `tiny.en`, takes
+/// every language).
 pub fn select(
     manifest: &Manifest,
-    model: &str,
+    stt: &dyn SpeechToText,
     options: &BenchOptions,
 ) -> Result<Vec<Fixture>, BenchError> {
-    let english_only = model.ends_with(".en") || model.contains(".en-");
+    let model = stt.name();
+    let english_only = !stt.is_multilingual();
     let wanted = |f: &Fixture| match &options.languages {
         Some(langs) => langs.iter().any(|l| l == &f.language || l == "all"),
         None => !english_only || f.language == "en",
@@ -171,7 +174,7 @@ pub async fn run(
     progress: impl Fn(&TurnRow) + Send + Sync,
 ) -> Result<Report, BenchError> {
     let manifest = Manifest::load(&options.dir)?;
-    let fixtures = select(&manifest, stt.name(), options)?;
+    let fixtures = select(&manifest, stt.as_ref(), options)?;
     let mut notes = Vec::with_capacity(fixtures.len());
     for f in &fixtures {
         let path = manifest.path_of(f);
@@ -615,5 +618,45 @@ mod tests {
         let s = Spread::of(&(1..=100).map(f64::from).collect::<Vec<_>>());
         assert_eq!((s.p50, s.p95), (50.0, 95.0));
         assert_eq!(Spread::of(&[]), Spread::default());
+    }
+
+    /// A speech model that only names itself.
+    struct Named(&'static str, bool);
+
+    impl SpeechToText for Named {
+        fn transcribe(
+            &self,
+            _: &[f32],
+            _: &crate::stt::TranscribeOptions,
+        ) -> Result<crate::stt::Transcript, crate::stt::SttError> {
+            Err(crate::stt::SttError::Aborted)
+        }
+        fn is_multilingual(&self) -> bool {
+            self.1
+        }
+        fn name(&self) -> &str {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_default_router_benches_every_language_and_tiny_en_english() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures");
+        let manifest = Manifest::load(&dir).unwrap();
+        let options = BenchOptions::default();
+        let languages = |stt: &Named| -> std::collections::BTreeSet<String> {
+            select(&manifest, stt, &options)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.language)
+                .collect()
+        };
+        // The router's name holds "tiny.en", but it hears every language.
+        let router = Named("whisper:base-q8_0+whisper:tiny.en-q8_0", true);
+        for l in ["en", "es", "fr", "it", "pt"] {
+            assert!(languages(&router).contains(l), "{l}");
+        }
+        let english = Named("whisper:tiny.en", false);
+        assert_eq!(languages(&english).into_iter().collect::<Vec<_>>(), ["en"]);
     }
 }
