@@ -39,6 +39,9 @@ fn bench_json_has_every_field() {
             "1",
             "--limit",
             "4",
+            // the default router takes every language; English notes only
+            "--lang",
+            "en",
             "--max-turn-p95-ms",
             "60000",
         ])
