@@ -54,7 +54,7 @@ impl Budget {
         Duration::from_millis(self.ms)
     }
 
-    /// The budget for a note of `audio_ms`.
+    /// The budget for `audio_ms` of audio.
     pub fn for_audio(&self, audio_ms: u64) -> Duration {
         let grown = self.per_audio_s_ms.saturating_mul(audio_ms) / 1000;
         Duration::from_millis(self.ms.saturating_add(grown))
@@ -92,8 +92,8 @@ impl Default for Budgets {
             (DialogFirstToken, 1_500, 0, NextProvider),
             (DialogTotal, 6_000, 0, Template),
             // The natural voices on 2 cores: Kokoro's first sentence p95
-            // 3.7 s, a whole reply a few seconds more (README, "Figures").
-            // A whole reply: 8 s, plus 600 ms for every second spoken
+            // 3.7 s (README, "Figures"). A whole reply: 8 s, plus 600 ms
+            // for every second spoken
             // (twice Kokoro's real-time factor on 2 cores, 0.30): a 10 s
             // reply has 14 s, and a voice slower than 0.6 of real time
             // eats into the 8 s until it is given up.
@@ -208,6 +208,25 @@ impl Budgets {
 
     pub fn get(&self, stage: BudgetStage) -> Budget {
         self.stages[&stage]
+    }
+
+    /// Each stage's budget in ms for a turn whose note lasted `note_ms` and
+    /// whose spoken reply `reply_ms`: `tts_total` and `encode` grow with the
+    /// reply, the others with the note (see [`Budget`]).
+    pub fn resolved_ms(&self, note_ms: u64, reply_ms: u64) -> BTreeMap<String, u64> {
+        self.stages
+            .iter()
+            .map(|(s, b)| {
+                let audio_ms = match s {
+                    BudgetStage::TtsTotal | BudgetStage::Encode => reply_ms,
+                    _ => note_ms,
+                };
+                (
+                    s.name().to_string(),
+                    b.for_audio(audio_ms).as_millis() as u64,
+                )
+            })
+            .collect()
     }
 
     /// Sets one budget (tests, the bench's overrides).
@@ -405,6 +424,16 @@ mod tests {
         for stage in BudgetStage::ALL {
             assert_eq!(b.get(stage).action, stage.allowed()[0], "{stage:?}");
         }
+    }
+
+    #[test]
+    fn the_speech_grows_with_the_reply_and_the_rest_with_the_note() {
+        let ms = Budgets::default().resolved_ms(10_000, 5_000);
+        assert_eq!(ms["stt"], 3_000 + 3_000);
+        assert_eq!(ms["decode"], 500 + 200);
+        assert_eq!(ms["tts_total"], 8_000 + 3_000);
+        assert_eq!(ms["encode"], 1_000 + 100);
+        assert_eq!(ms["turn"], 8_000);
     }
 
     #[test]

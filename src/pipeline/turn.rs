@@ -34,7 +34,6 @@
 //! refuses the `replied` write for longer than its retries here widens the
 //! window the same way a crash does.)
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -495,23 +494,10 @@ async fn finish(
         audio_ms: notes.audio_ms,
         routing: notes.routing,
         note: (!notes.degraded.is_empty()).then(|| notes.degraded.join("; ")),
-        budgets_ms: budgets
-            .iter()
-            .map(|(s, b)| {
-                // decode and stt grow with the customer's note, the speech
-                // and its encoding with the reply's
-                let audio_ms = match s {
-                    BudgetStage::TtsTotal | BudgetStage::Encode => {
-                        notes.reply_audio_ms.unwrap_or(0)
-                    }
-                    _ => notes.audio_ms.unwrap_or(0.0) as u64,
-                };
-                (
-                    s.name().to_string(),
-                    b.for_audio(audio_ms).as_millis() as u64,
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
+        budgets_ms: budgets.resolved_ms(
+            notes.audio_ms.unwrap_or(0.0) as u64,
+            notes.reply_audio_ms.unwrap_or(0),
+        ),
     };
     crate::metrics::global().record_turn(&done);
     let stages: Vec<String> = done

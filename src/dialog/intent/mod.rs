@@ -603,10 +603,9 @@ impl IntentModel {
         self.learned.len()
     }
 
-    /// The intents with a rule matching `folded`, each once.
-    /// The intents whose rules match, except where a rule's match lies
-    /// inside another intent's longer match: the longer one is the more
-    /// specific reading ("cancelar" inside "cancelar suscripcion" is not a
+    /// The intents whose rules match `folded`, each once, except where a
+    /// rule's match lies inside another intent's longer match: the longer
+    /// one is the more specific reading ("cancelar" inside "cancelar suscripcion" is not a
     /// cancelled order; "grazie" inside "stop grazie" is not a goodbye).
     fn matched_intents(&self, folded: &str) -> Vec<usize> {
         let spans: Vec<(usize, std::ops::Range<usize>)> = self
