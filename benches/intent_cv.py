@@ -7,6 +7,7 @@ sums are a development figure for changes to the classifier or its data,
 chosen without touching the blind sets of `tests/intents/blind/`.
 
     python3 benches/intent_cv.py [--voxline target/release/voxline] [--per-fold]
+        [--set fast_path_from=0.85 ...]
 
 Prints messages, accuracy, acted and confident wrong per language over all
 folds.
@@ -45,6 +46,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxline", default=str(ROOT / "target/release/voxline"))
     ap.add_argument("--per-fold", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [dialog.thresholds] setting for every fold")
     args = ap.parse_args()
 
     totals = defaultdict(lambda: defaultdict(int))
@@ -60,7 +63,9 @@ def main():
             fold = tmp / "fold.tsv"
             fold.write_text("\n".join(["lang\ttext\tintent"] + held) + "\n")
             config = tmp / "voxline.toml"
-            config.write_text(f'[dialog]\ndata_dir = "{data}"\n')
+            thresholds = "".join(f"{kv}\n" for kv in args.set)
+            config.write_text(f'[dialog]\ndata_dir = "{data}"\n'
+                              f'[dialog.thresholds]\n{thresholds}')
             out = subprocess.run(
                 [args.voxline, "--config", str(config), "intent", "eval", "--json", str(fold)],
                 capture_output=True, text=True, check=True, cwd=ROOT,

@@ -90,12 +90,12 @@ pub struct Thresholds {
     /// Below this the message is `unknown` (default 0.4).
     pub unknown_below: f32,
     /// From this confidence on, the fast path answers without the LLM
-    /// (default 0.8: chosen by leaving each read set out of the training
-    /// data in turn and scoring it; see the README's "How well the fast
-    /// path understands").
+    /// (default 0.9: chosen by leaving each part of the corpus out of the
+    /// training data in turn and scoring it, `benches/intent_cv.py`; see
+    /// the README's "How well the fast path understands").
     pub fast_path_from: f32,
     /// A careful intent (a write, checkout, a complaint) is acted on only
-    /// from this confidence (default 0.8); between `unknown_below` and here
+    /// from this confidence (default 0.9); between `unknown_below` and here
     /// the customer is asked whether that is what they want.
     pub write_from: f32,
     /// A careful intent whose runner-up is closer than this is asked about
@@ -114,8 +114,8 @@ impl Default for Thresholds {
     fn default() -> Self {
         Self {
             unknown_below: 0.4,
-            fast_path_from: 0.8,
-            write_from: 0.8,
+            fast_path_from: 0.9,
+            write_from: 0.9,
             clarify_margin: 0.2,
             rule_odds: 8.0,
         }
