@@ -1066,7 +1066,7 @@ async fn compose(
                     }
                     text.push_str(&chunk);
                     if let Some(tx) = &tokens_tx {
-                        if tx.send(chunk).await.is_err() {
+                        if tx.send(sentence_token(chunk)).await.is_err() {
                             tokens_tx = None;
                         }
                     }
@@ -1300,11 +1300,41 @@ async fn record_accepted(
     }
 }
 
+/// A dialog chunk (a whole sentence, with no space after it) as a token
+/// for the voice's aggregator, which cuts at a sentence end followed by
+/// white space: without the space a reply's sentences ran together into
+/// one chunk ("molto.Un collega"), spoken as one and never found in the
+/// speech cache.
+fn sentence_token(chunk: String) -> String {
+    if chunk.ends_with(char::is_whitespace) {
+        chunk
+    } else {
+        chunk + " "
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channel::{ChannelError, MediaDownload, Sent};
     use std::sync::Mutex;
+
+    #[test]
+    fn a_replys_sentences_reach_the_voice_as_separate_chunks() {
+        use crate::tts::{AggregatorConfig, Language, SentenceAggregator};
+        let sentences = [
+            "Mi dispiace molto.",
+            "Un collega se ne occuperà e continuerà qui.",
+            "I messaggi vocali vengono trascritti automaticamente.",
+        ];
+        let mut aggregator = SentenceAggregator::new(Language::It, AggregatorConfig::default());
+        let mut chunks = Vec::new();
+        for s in sentences {
+            chunks.extend(aggregator.push(&sentence_token(s.to_string())));
+        }
+        chunks.extend(aggregator.finish());
+        assert_eq!(chunks, sentences);
+    }
 
     /// A channel whose read receipts take 50 ms to be accepted.
     #[derive(Default)]
