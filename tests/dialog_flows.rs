@@ -487,6 +487,26 @@ async fn shop_questions_are_answered_from_the_knowledge_base() {
 }
 
 #[tokio::test]
+async fn the_knowledge_bases_answers_are_among_the_texts_rendered_ahead() {
+    // The speech cache renders the dialog's fixed texts at start-up; a
+    // knowledge-base answer is one, so an FAQ's voice reply is ready.
+    let shop = shop().await;
+    for (from, question, lang) in [
+        (STRANGER, "What are your opening hours?", "en"),
+        (LUCIA, "¿Cuál es la política de devoluciones?", "es"),
+    ] {
+        let (reply, o) = shop.text(from, question).await;
+        assert_eq!(o.source, Source::KnowledgeBase, "{question}");
+        let fixed = shop.stage.fixed_texts(lang);
+        assert!(
+            fixed.iter().any(|t| reply.starts_with(t.as_str())),
+            "{reply:?} not among {} fixed texts of {lang}",
+            fixed.len()
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unsure_change_is_asked_about_and_a_yes_goes_on_to_the_proposal() {
     // Every careful intent below certainty is asked about.
     let mut config = config();

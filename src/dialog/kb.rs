@@ -21,6 +21,17 @@ pub struct Passage {
     pub text: String,
 }
 
+impl Passage {
+    /// The passage's first two sentences: the fast path's answer from it.
+    pub fn short_answer(&self) -> String {
+        crate::dialog::reply::sentences(&self.text)
+            .into_iter()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// One language's passages, keyed by their position in
 /// `KnowledgeBase::passages`; 64-bit term hashes keep collisions out of a
 /// corpus this size.
@@ -129,6 +140,17 @@ impl KnowledgeBase {
 
     pub fn is_empty(&self) -> bool {
         self.passages.is_empty()
+    }
+
+    /// Every passage of `lang` as the fast path answers it
+    /// ([`Passage::short_answer`]): fixed texts, rendered into the speech
+    /// cache at start-up like the templates' fixed sentences.
+    pub fn answers(&self, lang: &str) -> Vec<String> {
+        self.passages
+            .iter()
+            .filter(|p| p.language == lang)
+            .map(Passage::short_answer)
+            .collect()
     }
 
     /// The `k` best passages for `query` in `lang` (English when the

@@ -182,6 +182,7 @@ pub struct Service {
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     budgets: BudgetHandle,
     graph: Arc<GraphClient>,
+    warm_up: Option<Arc<WarmUp>>,
 }
 
 #[derive(Clone)]
@@ -277,7 +278,7 @@ impl Service {
                             .iter()
                             .filter_map(|code| Language::from_code(code))
                             .flat_map(|language| {
-                                let texts = stage.templates().fixed_texts(language.code());
+                                let texts = stage.fixed_texts(language.code());
                                 texts.into_iter().map(move |text| (language, text))
                             })
                             .collect();
@@ -444,7 +445,7 @@ impl Service {
         ));
         // The reply templates' fixed sentences are rendered while no turn
         // runs, so the first customers find them ready.
-        if let (Some((chain, sentences)), Some(progress)) = (warming, warm_up) {
+        if let (Some((chain, sentences)), Some(progress)) = (warming, warm_up.clone()) {
             let metrics = crate::metrics::global();
             let busy = move || metrics.in_flight().get() > 0 || metrics.queue_depth().get() > 0;
             tokio::spawn(crate::tts::cache::warm(
@@ -485,7 +486,13 @@ impl Service {
             task,
             budgets,
             graph,
+            warm_up,
         })
+    }
+
+    /// The speech cache's start-up rendering, when there is one.
+    pub fn warm_up(&self) -> Option<&WarmUp> {
+        self.warm_up.as_deref()
     }
 
     /// Loads a new access token (a config reload): a client paused by a

@@ -482,6 +482,7 @@ impl TextToSpeech for CachedTts {
                 }
                 continue;
             }
+            tracing::debug!(language = request.language.code(), text = %chunk, "speech cache: miss");
             let heard = self.render(request, chunk, &audio, &cancel).await?;
             for chunk in &heard {
                 clock.audio(chunk);
@@ -583,6 +584,11 @@ impl WarmUp {
     pub fn finished(&self) -> bool {
         self.finished.load(Ordering::Relaxed)
     }
+
+    /// Sentences rendered so far.
+    pub fn rendered(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
 }
 
 /// The sentences of `texts` (reply templates) that have no slot left, as
@@ -593,11 +599,20 @@ impl WarmUp {
 pub fn fixed_sentences(texts: &[(Language, String)]) -> Vec<(Language, String)> {
     let mut seen = std::collections::HashSet::new();
     let mut by_language: BTreeMap<&str, VecDeque<(Language, String)>> = BTreeMap::new();
+    // A reply's first sentence, when long, goes out a clause first; the
+    // same sentence later in a reply (after another template's) goes whole.
+    // Both forms are rendered.
+    let whole = super::AggregatorConfig {
+        first_clause_min_chars: usize::MAX,
+        ..super::AggregatorConfig::default()
+    };
     for (language, text) in texts {
-        let mut aggregator =
-            super::SentenceAggregator::new(*language, super::AggregatorConfig::default());
-        let mut chunks = aggregator.push(text);
-        chunks.extend(aggregator.finish());
+        let mut chunks = Vec::new();
+        for config in [super::AggregatorConfig::default(), whole.clone()] {
+            let mut aggregator = super::SentenceAggregator::new(*language, config);
+            chunks.extend(aggregator.push(text));
+            chunks.extend(aggregator.finish());
+        }
         for chunk in chunks {
             if chunk.contains(['{', '}']) {
                 continue;

@@ -267,6 +267,16 @@ impl DialogStage {
         &self.inner.templates
     }
 
+    /// What the dialog says in `lang` whatever the message: the reply
+    /// templates (a `{name}` left out) and the knowledge base's answers.
+    /// Sentences with other slots are still in them; the speech cache's
+    /// warm-up skips those.
+    pub fn fixed_texts(&self, lang: &str) -> Vec<String> {
+        let mut texts = self.inner.templates.fixed_texts(lang);
+        texts.extend(self.inner.kb.answers(lang));
+        texts
+    }
+
     /// The business's languages.
     pub fn languages(&self) -> &[String] {
         &self.inner.config.languages

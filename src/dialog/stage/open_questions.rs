@@ -13,13 +13,7 @@ impl Exchange<'_> {
             return None;
         }
         self.source = Source::KnowledgeBase;
-        Some(Answer::done(
-            sentences(&passage.text)
-                .into_iter()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ))
+        Some(Answer::done(passage.short_answer()))
     }
 
     /// What the fast path could not answer: the LLM with the knowledge base
