@@ -228,6 +228,10 @@ struct BenchArgs {
     llm_first_token_ms: u64,
     #[arg(long, default_value_t = 50)]
     llm_tokens_per_second: u32,
+    /// Start at once, without waiting for the speech cache's start-up
+    /// rendering (a service that has just started).
+    #[arg(long)]
+    cold: bool,
     #[arg(long)]
     max_turn_p50_ms: Option<f64>,
     #[arg(long)]
@@ -781,6 +785,7 @@ fn bench(mut config: Config, args: BenchArgs) -> Result<ExitCode> {
         max_note_ms: args.max_note_ms,
         llm_first_token: std::time::Duration::from_millis(args.llm_first_token_ms),
         llm_tokens_per_second: args.llm_tokens_per_second,
+        cold: args.cold,
         ..BenchOptions::default()
     };
     let stt = load_stt(&config, args.model)?;

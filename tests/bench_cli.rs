@@ -33,6 +33,7 @@ fn bench_json_has_every_field() {
             "bench",
             "audio-fixtures",
             "--json",
+            "--cold",
             "--rounds",
             "2",
             "--warmup",
@@ -148,6 +149,7 @@ fn a_crossed_threshold_fails_the_run() {
         .args([
             "bench",
             "--json",
+            "--cold",
             "--rounds",
             "1",
             "--warmup",

@@ -62,6 +62,12 @@ pub struct BenchOptions {
     pub llm_tokens_per_second: u32,
     /// How long one turn may take before the bench gives up on it.
     pub turn_timeout: Duration,
+    /// Start the rounds at once, while the speech cache's start-up
+    /// rendering is still under way (a service that has just started);
+    /// by default the bench waits for it, as the customers of a service
+    /// that has been up a few minutes, or restarted with its persisted
+    /// cache, find it.
+    pub cold: bool,
 }
 
 impl Default for BenchOptions {
@@ -77,6 +83,7 @@ impl Default for BenchOptions {
             llm_first_token: Duration::from_millis(300),
             llm_tokens_per_second: 50,
             turn_timeout: Duration::from_secs(60),
+            cold: false,
         }
     }
 }
@@ -204,6 +211,11 @@ pub async fn run(
     let model = stt.name().to_string();
     let service = Service::start(&config, stt).await?;
     sandbox.set_webhook_url(format!("http://{}/webhook", service.addr()));
+    let warm_up = if options.cold {
+        None
+    } else {
+        wait_for_warm_up(&service).await
+    };
 
     let started = Instant::now();
     let result = drive(&sandbox, &service, &fixtures, &notes, options, &progress).await;
@@ -213,7 +225,38 @@ pub async fn run(
     let (rows, speech_cache) = result?;
     let mut report = Report::new(rows, &model, options, &config, wall);
     report.speech_cache = speech_cache;
+    report.warm_up = warm_up;
     Ok(report)
+}
+
+/// The longest the bench waits for the speech cache's start-up rendering
+/// (every fixed sentence of five languages takes about five minutes with
+/// the natural voices on 2 cores).
+const WARM_UP_LIMIT: Duration = Duration::from_secs(900);
+
+/// Waits for the service's start-up rendering to finish, up to
+/// [`WARM_UP_LIMIT`]; `None` when the service renders nothing ahead.
+async fn wait_for_warm_up(service: &Service) -> Option<WarmUpWait> {
+    let progress = service.warm_up()?;
+    let started = Instant::now();
+    while !progress.finished() && started.elapsed() < WARM_UP_LIMIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(WarmUpWait {
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+        sentences: progress.rendered(),
+        finished: progress.finished(),
+    })
+}
+
+/// How long the bench waited for the speech cache's start-up rendering
+/// before the first turn.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WarmUpWait {
+    pub ms: f64,
+    pub sentences: usize,
+    /// `false` when [`WARM_UP_LIMIT`] passed first.
+    pub finished: bool,
 }
 
 /// A fresh data folder for the bench's store, so runs don't mix.
@@ -405,6 +448,9 @@ pub struct Report {
     /// The speech cache per round (later rounds repeat the same replies,
     /// so their slotted sentences hit too).
     pub speech_cache: Vec<CacheRound>,
+    /// The wait for the speech cache's start-up rendering (`None` with
+    /// `--cold`, or when nothing is rendered ahead).
+    pub warm_up: Option<WarmUpWait>,
     /// The budgets the turns ran by, stage → ms.
     pub budgets_ms: BTreeMap<String, u64>,
     pub thresholds: BenchConfig,
@@ -555,6 +601,7 @@ impl Report {
                 .count(),
             overruns,
             speech_cache: Vec::new(),
+            warm_up: None,
             budgets_ms: config
                 .budgets
                 .iter()

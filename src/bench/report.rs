@@ -133,6 +133,20 @@ pub fn table(r: &Report) -> String {
     if !rounds.is_empty() {
         let _ = writeln!(out, "speech cache hits: {}", rounds.join(", "));
     }
+    match r.warm_up {
+        Some(w) => {
+            let _ = writeln!(
+                out,
+                "speech cache warm-up before round 1: {} sentences in {:.0} ms{}",
+                w.sentences,
+                w.ms,
+                if w.finished { "" } else { " (not finished)" }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "speech cache warm-up: not waited for");
+        }
+    }
     if r.overruns.is_empty() {
         let _ = writeln!(out, "budget overruns: none");
     } else {
