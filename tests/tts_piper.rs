@@ -225,9 +225,22 @@ async fn other_languages_fall_back_to_espeak_in_the_natural_chain() {
     config.piper.models_dir = Some(models_dir());
     let chain = from_config(&config).unwrap();
     assert_eq!(chain.providers().collect::<Vec<_>>(), ["piper", "espeak"]);
+    let piper_failures = || {
+        voxline::metrics::global()
+            .encode()
+            .lines()
+            .filter(|l| l.contains("provider_errors") || l.contains("provider_fallbacks"))
+            .filter(|l| l.contains("provider=\"piper\"") && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = piper_failures();
     let (chunks, report) = say(&chain, &["Su pedido está en camino."], Language::Es).await;
     assert_eq!(report.unwrap().provider, "espeak");
     assert!(!chunks.is_empty());
+    // Piper has no Spanish voice: it is passed over, not tried and counted
+    // as a failing provider.
+    assert_eq!(piper_failures(), before);
     let (_, report) = say(&chain, &["Your order is on its way."], Language::En).await;
     assert_eq!(report.unwrap().provider, "piper");
 }

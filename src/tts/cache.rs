@@ -451,6 +451,10 @@ impl TextToSpeech for CachedTts {
         self.inner.name()
     }
 
+    fn speaks(&self, language: Language) -> bool {
+        self.inner.speaks(language)
+    }
+
     async fn speak(
         &self,
         request: &SpeechRequest,

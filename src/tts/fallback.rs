@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::FallbackConfig;
-use super::{AudioChunk, SpeechReport, SpeechRequest, TextToSpeech, TtsError};
+use super::{AudioChunk, Language, SpeechReport, SpeechRequest, TextToSpeech, TtsError};
 
 pub struct FallbackTts {
     providers: Vec<Arc<dyn TextToSpeech>>,
@@ -53,6 +53,10 @@ impl TextToSpeech for FallbackTts {
         "fallback"
     }
 
+    fn speaks(&self, language: Language) -> bool {
+        self.providers.iter().any(|p| p.speaks(language))
+    }
+
     async fn speak(
         &self,
         request: &SpeechRequest,
@@ -64,8 +68,21 @@ impl TextToSpeech for FallbackTts {
         let mut replay: Vec<String> = Vec::new();
         let mut text_done = false;
         let mut failures = Vec::new();
-        for (index, provider) in self.providers.iter().enumerate() {
-            let last = index + 1 == self.providers.len();
+        // Providers without a voice for the language are passed over, not
+        // tried and counted as failing.
+        let able: Vec<&Arc<dyn TextToSpeech>> = self
+            .providers
+            .iter()
+            .filter(|p| p.speaks(request.language))
+            .collect();
+        if able.is_empty() {
+            return Err(TtsError::AllFailed(vec![format!(
+                "no provider speaks {}",
+                request.language.code()
+            )]));
+        }
+        for (index, provider) in able.iter().enumerate() {
+            let last = index + 1 == able.len();
             let outcome = self
                 .attempt(
                     provider.as_ref(),

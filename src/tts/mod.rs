@@ -165,6 +165,13 @@ pub trait TextToSpeech: Send + Sync {
     /// Name in traces and metrics ("espeak", "openai", ...).
     fn name(&self) -> &str;
 
+    /// Whether it has a voice for `language`. A chain passes over a
+    /// provider that has none without counting a failure (Piper for a
+    /// Spanish reply). Default: every language.
+    fn speaks(&self, _language: Language) -> bool {
+        true
+    }
+
     async fn speak(
         &self,
         request: &SpeechRequest,

@@ -431,11 +431,6 @@ impl KokoroTts {
         })
     }
 
-    /// Whether a voice is configured for `language`.
-    pub fn speaks(&self, language: Language) -> bool {
-        self.model.voices.contains_key(&language)
-    }
-
     /// The sentences of a text chunk, as Kokoro's phonemes.
     async fn phonemes(
         &self,
@@ -493,6 +488,11 @@ impl KokoroTts {
 impl TextToSpeech for KokoroTts {
     fn name(&self) -> &str {
         PROVIDER
+    }
+
+    /// Whether a voice is configured for `language`.
+    fn speaks(&self, language: Language) -> bool {
+        self.model.voices.contains_key(&language)
     }
 
     async fn speak(

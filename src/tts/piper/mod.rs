@@ -191,6 +191,10 @@ impl TextToSpeech for PiperTts {
         PROVIDER
     }
 
+    fn speaks(&self, language: Language) -> bool {
+        language == Language::En
+    }
+
     async fn speak(
         &self,
         request: &SpeechRequest,
