@@ -360,3 +360,58 @@ fn blind_test_set() {
         all.confident_wrong_rate
     );
 }
+
+/// The LLM's sentences are held to the conversation's language: an English
+/// answer to an Italian customer is refused (the template answers instead),
+/// and the shop's own sentences in each language (the knowledge base's
+/// passages, text no rule was written from) all pass.
+#[test]
+fn an_llm_sentence_in_another_language_is_refused() {
+    use voxline::dialog::guard::{in_language, Violation};
+    let m = model();
+    let english = [
+        "We are an online shop without a physical store, so every order ships from our warehouse.",
+        "Is there anything else I can help you with today?",
+        "Your parcel should reach you within three working days of the order.",
+        "You can return any unused item within thirty days for a full refund.",
+    ];
+    // A business serving Italian alone: detection answers only Italian,
+    // but the guard still sees English.
+    let mut italian_only = model();
+    italian_only.detect_among(&["it".to_string()]);
+    for s in english {
+        assert!(
+            matches!(
+                in_language(s, "it", &italian_only),
+                Err(Violation::Language(_))
+            ),
+            "passed as it with Italian alone configured: {s:?}"
+        );
+    }
+    for lang in ["es", "it", "pt", "fr"] {
+        for s in english {
+            let folded = fold(s);
+            let (best, p_best, p_lang) = m.language_odds(&folded, lang);
+            println!("{lang}: {best} {p_best:.2} / {lang} {p_lang:.2}: {s}");
+            assert!(
+                matches!(in_language(s, lang, &m), Err(Violation::Language(_))),
+                "passed as {lang}: {s:?} ({best} {p_best:.2}, {lang} {p_lang:.2})"
+            );
+        }
+    }
+    let mut checked = 0;
+    for lang in ["en", "es", "it", "pt", "fr"] {
+        let kb = voxline::dialog::kb::KnowledgeBase::load(&root().join("data/kb")).unwrap();
+        for answer in kb.answers(lang) {
+            for s in voxline::dialog::reply::sentences(&answer) {
+                checked += 1;
+                assert!(
+                    in_language(&s, lang, &m).is_ok(),
+                    "refused in {lang}: {s:?} ({:?})",
+                    m.language_odds(&fold(&s), lang)
+                );
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked} sentences");
+}

@@ -510,11 +510,13 @@ impl IntentModel {
             .unwrap_or_else(|| argmax(p))
     }
 
-    /// The most likely language of `folded` among those detection may
-    /// answer, its probability, and the probability of `expected`.
+    /// The most likely language of `folded` among every language the
+    /// examples cover (not only those detection may answer: a business
+    /// that serves Italian alone must still see that a sentence is
+    /// English), its probability, and the probability of `expected`.
     pub fn language_odds(&self, folded: &str, expected: &str) -> (&str, f32, f32) {
         let p = self.language.probabilities(folded);
-        let best = self.most_likely(&p);
+        let best = argmax(&p);
         let expected = self
             .languages
             .iter()
