@@ -98,6 +98,7 @@ async fn order_status_comes_from_the_backend_in_the_customers_language() {
     assert_eq!(o.intent, "order_status");
     assert!(o.fast_path);
     assert_eq!(o.source, Source::FastPath);
+    assert!(!o.llm_asked);
     let (reply, _) = shop
         .text(LUCIA, "¿Dónde está mi pedido dos dos uno cero?")
         .await;

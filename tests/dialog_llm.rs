@@ -311,6 +311,7 @@ async fn open_questions_go_to_the_llm_with_the_shops_facts() {
     );
     assert_eq!(o.source, Source::Llm("normal".into()));
     assert!(!o.needs_review);
+    assert!(o.llm_asked);
     let body = log.lock().unwrap().last().unwrap().1.clone();
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     let system = body["messages"][0]["content"].as_str().unwrap();
@@ -367,6 +368,8 @@ async fn with_every_provider_down_a_template_answers_flagged_for_review() {
     assert!(reply.starts_with("Sorry, I didn't get that."), "{reply}");
     assert_eq!(o.source, Source::Template);
     assert!(o.needs_review);
+    // The turn waited for the LLM: not a fast-path turn in the trace.
+    assert!(o.llm_asked);
 }
 
 #[tokio::test]
@@ -390,6 +393,7 @@ async fn an_invented_price_and_date_are_caught_and_replaced() {
         "{reply}"
     );
     assert!(o.needs_review);
+    assert!(o.llm_asked);
     assert!(o
         .actions
         .iter()

@@ -165,6 +165,9 @@ pub struct Outcome {
     pub actions: Vec<Action>,
     /// A person should look at this turn's reply.
     pub needs_review: bool,
+    /// The LLM was asked, whether or not its answer was the one sent (the
+    /// guard may have replaced it, or every provider failed).
+    pub llm_asked: bool,
     /// The whole reply as sent in chunks.
     pub reply: String,
 }

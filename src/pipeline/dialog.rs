@@ -87,7 +87,10 @@ fn meta(outcome: &dialog::Outcome) -> ReplyMeta {
         spoken: outcome.delivery == Delivery::Voice,
         silent: outcome.delivery == Delivery::None,
         intent: Some(outcome.intent.clone()),
-        fast_path: Some(!matches!(outcome.source, dialog::Source::Llm(_))),
+        // The fast path is the answer without the LLM's time: a turn whose
+        // LLM answer the guard replaced, or whose providers all failed,
+        // waited for it all the same.
+        fast_path: Some(!outcome.llm_asked && !matches!(outcome.source, dialog::Source::Llm(_))),
     }
 }
 

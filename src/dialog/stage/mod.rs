@@ -322,6 +322,7 @@ struct Exchange<'a> {
     source: Source,
     delivery: Delivery,
     needs_review: bool,
+    llm_asked: bool,
     /// Said before the answer ("Okay, I won't change anything.").
     prefix: Option<String>,
     sent: Vec<String>,
@@ -404,6 +405,7 @@ impl<'a> Exchange<'a> {
                 Channel::Text => Delivery::Text,
             },
             needs_review: false,
+            llm_asked: false,
             prefix: None,
             sent: Vec::new(),
         };
@@ -420,6 +422,7 @@ impl<'a> Exchange<'a> {
             delivery: t.delivery,
             actions: t.actions,
             needs_review: t.needs_review,
+            llm_asked: t.llm_asked,
             reply: t.sent.join(" "),
         }
     }

@@ -114,6 +114,7 @@ impl Exchange<'_> {
         let Some(llm) = self.inner.llm.as_ref() else {
             return false;
         };
+        self.llm_asked = true;
         let orders = self
             .inner
             .commerce
