@@ -400,8 +400,8 @@ fn an_llm_sentence_in_another_language_is_refused() {
         }
     }
     let mut checked = 0;
+    let kb = voxline::dialog::kb::KnowledgeBase::load(&root().join("data/kb")).unwrap();
     for lang in ["en", "es", "it", "pt", "fr"] {
-        let kb = voxline::dialog::kb::KnowledgeBase::load(&root().join("data/kb")).unwrap();
         for answer in kb.answers(lang) {
             for s in voxline::dialog::reply::sentences(&answer) {
                 checked += 1;

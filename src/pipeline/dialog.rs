@@ -89,8 +89,8 @@ fn meta(outcome: &dialog::Outcome) -> ReplyMeta {
         intent: Some(outcome.intent.clone()),
         // The fast path is the answer without the LLM's time: a turn whose
         // LLM answer the guard replaced, or whose providers all failed,
-        // waited for it all the same.
-        fast_path: Some(!outcome.llm_asked && !matches!(outcome.source, dialog::Source::Llm(_))),
+        // waited for it all the same (an answer from the LLM was asked too).
+        fast_path: Some(!outcome.llm_asked),
     }
 }
 
