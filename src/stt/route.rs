@@ -12,9 +12,9 @@
 //! - without a prior, takes the most likely of the configured languages;
 //! - does not transcribe at all when the speech is, with high probability, in
 //!   a language the business does not serve;
-//! - redoes the note in the other candidate language when the routed
-//!   transcription comes back with low confidence, and keeps the more
-//!   confident of the two.
+//! - redoes the note in the other candidate languages (at most two) when the
+//!   routed transcription comes back with low confidence, and keeps the most
+//!   confident transcript.
 //!
 //! English notes go to the English-only model when one is configured (it is
 //! faster at equal word error rate); every other language to the
@@ -72,6 +72,9 @@ pub struct RoutingConfig {
     /// The other candidate must have at least this probability among the
     /// configured languages. Default 0.05.
     pub redo_candidate_probability: f32,
+    /// At most this many other languages are tried, most likely first; the
+    /// most confident transcript is kept. Default 2.
+    pub redo_candidates: usize,
 }
 
 impl Default for RoutingConfig {
@@ -84,6 +87,7 @@ impl Default for RoutingConfig {
             unserved_ignored: vec!["la".into(), "gl".into()],
             redo_below_confidence: 0.45,
             redo_candidate_probability: 0.05,
+            redo_candidates: 2,
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct Routing {
     pub unserved: Option<(String, f32)>,
     /// The first attempt's language and confidence, when the note was redone.
     pub redone_from: Option<(String, f32)>,
+    /// The configured languages detection found most likely, with their
+    /// probabilities among them (at most three; empty without detection).
+    pub candidates: Vec<(String, f32)>,
 }
 
 /// Routes each note to a language and a model; see the module docs.
@@ -210,36 +217,52 @@ impl LanguageRouter {
     }
 }
 
-/// The language to redo a transcription in, if any: the other candidate when
-/// the transcript's confidence is low and that candidate is at all likely,
-/// unless detection was sure of the routed language. Confidences of different
-/// models are not comparable (tiny.en against base), so a sure detection is
-/// not second-guessed by a low confidence: an Italian note detected at 0.91,
+/// The languages to redo a transcription in, most likely first: when the
+/// transcript's confidence is low, the other candidate (the prior, or the
+/// detected one) and then detection's next most likely languages, each at
+/// all likely, at most `redo_candidates` of them; none when detection was
+/// sure of the routed language. Confidences of different models are not
+/// comparable (tiny.en against base), so a sure detection is not
+/// second-guessed by a low confidence: an Italian note detected at 0.91,
 /// heard by `base` at 0.33 and redone in English by `tiny.en` at 0.41 was
-/// English nonsense.
+/// English nonsense. Trying more than one other language matters when
+/// detection is split three ways: an Italian "quanto costa lo zaino blu?"
+/// detected as English (0.37) was heard by `base` in Italian at 0.66, but
+/// only French, the second candidate, was tried.
 fn redo_in(
     routed: &str,
     other: Option<String>,
     confidence: f32,
     detection: &Detection,
     config: &RoutingConfig,
-) -> Option<String> {
+) -> Vec<String> {
     if confidence >= config.redo_below_confidence {
-        return None;
+        return Vec::new();
     }
     let sure = detection
         .served
         .first()
         .is_some_and(|(l, p)| l == routed && *p >= config.switch_probability);
     if sure {
-        return None;
+        return Vec::new();
     }
-    other.filter(|o| {
+    let likely = |language: &str| {
         detection
             .served
             .iter()
-            .any(|(l, p)| l == o && *p >= config.redo_candidate_probability)
-    })
+            .any(|(l, p)| l == language && *p >= config.redo_candidate_probability)
+    };
+    let mut tries: Vec<String> = Vec::new();
+    let ranked = detection.served.iter().map(|(l, _)| l.clone());
+    for language in other.into_iter().chain(ranked) {
+        if tries.len() >= config.redo_candidates {
+            break;
+        }
+        if language != routed && !tries.contains(&language) && likely(&language) {
+            tries.push(language);
+        }
+    }
+    tries
 }
 
 /// The language chosen before transcription, the other candidate, and why.
@@ -323,6 +346,7 @@ impl SpeechToText for LanguageRouter {
                 detected: None,
                 unserved: None,
                 redone_from: None,
+                candidates: Vec::new(),
             }));
             return Ok(t);
         }
@@ -341,6 +365,7 @@ impl SpeechToText for LanguageRouter {
                 detected: None,
                 unserved: None,
                 redone_from: None,
+                candidates: Vec::new(),
             }));
             return Ok(t);
         }
@@ -368,6 +393,7 @@ impl SpeechToText for LanguageRouter {
                     detected,
                     unserved: Some((top, p_top)),
                     redone_from: None,
+                    candidates: detection.served.iter().take(3).cloned().collect(),
                 })),
             });
         }
@@ -375,16 +401,16 @@ impl SpeechToText for LanguageRouter {
         let (mut t, mut model) = self.run(speech, &language, options)?;
         let mut redone_from = None;
         let mut chosen = language.clone();
-        if let Some(other) = redo_in(&language, other, t.confidence, &detection, &self.config) {
+        for other in redo_in(&language, other, t.confidence, &detection, &self.config) {
             let (again, again_model) = self.run(speech, &other, options)?;
             tracing::info!(
                 first = %language,
                 first_confidence = t.confidence,
-                second = %other,
-                second_confidence = again.confidence,
-                "low confidence: redone in the other candidate language"
+                other = %other,
+                other_confidence = again.confidence,
+                "low confidence: redone in another candidate language"
             );
-            redone_from = Some((language.clone(), t.confidence));
+            redone_from.get_or_insert_with(|| (language.clone(), t.confidence));
             if again.confidence > t.confidence {
                 t = again;
                 model = again_model;
@@ -399,6 +425,7 @@ impl SpeechToText for LanguageRouter {
             detected,
             unserved: None,
             redone_from,
+            candidates: detection.served.iter().take(3).cloned().collect(),
         }));
         Ok(t)
     }
@@ -463,28 +490,47 @@ mod tests {
     #[test]
     fn a_low_confidence_is_redone_only_when_detection_was_unsure() {
         let config = RoutingConfig::default();
+        let none: Vec<String> = Vec::new();
         let it = detection(&[("it", 0.91), ("en", 0.06)]);
         // sure detection: a low confidence does not override it
-        assert_eq!(redo_in("it", Some("en".into()), 0.33, &it, &config), None);
+        assert_eq!(redo_in("it", Some("en".into()), 0.33, &it, &config), none);
         // unsure detection and a low confidence: redone in the other one
-        let unsure = detection(&[("it", 0.6), ("es", 0.35)]);
+        let unsure = detection(&[("it", 0.6), ("es", 0.35), ("fr", 0.01)]);
         assert_eq!(
-            redo_in("it", Some("es".into()), 0.33, &unsure, &config).as_deref(),
-            Some("es")
+            redo_in("it", Some("es".into()), 0.33, &unsure, &config),
+            ["es"]
         );
         // routed by a prior against an unsure detection: redone in the detected one
         let pt = detection(&[("pt", 0.6), ("es", 0.4)]);
-        assert_eq!(
-            redo_in("es", Some("pt".into()), 0.3, &pt, &config).as_deref(),
-            Some("pt")
-        );
+        assert_eq!(redo_in("es", Some("pt".into()), 0.3, &pt, &config), ["pt"]);
         // confident enough, or an unlikely candidate: not redone
         assert_eq!(
             redo_in("it", Some("es".into()), 0.5, &unsure, &config),
-            None
+            none
         );
         let far = detection(&[("it", 0.7), ("es", 0.01)]);
-        assert_eq!(redo_in("it", Some("es".into()), 0.2, &far, &config), None);
+        assert_eq!(redo_in("it", Some("es".into()), 0.2, &far, &config), none);
+    }
+
+    #[test]
+    fn a_three_way_split_tries_the_next_likely_languages_too() {
+        let config = RoutingConfig::default();
+        let split = detection(&[("en", 0.37), ("fr", 0.3), ("it", 0.25), ("es", 0.08)]);
+        assert_eq!(
+            redo_in("en", Some("fr".into()), 0.33, &split, &config),
+            ["fr", "it"]
+        );
+        // the prior's language first, then detection's order, never the routed one twice
+        let prior_kept = detection(&[("fr", 0.5), ("es", 0.3), ("it", 0.2)]);
+        assert_eq!(
+            redo_in("es", Some("fr".into()), 0.2, &prior_kept, &config),
+            ["fr", "it"]
+        );
+        let one = RoutingConfig {
+            redo_candidates: 1,
+            ..RoutingConfig::default()
+        };
+        assert_eq!(redo_in("en", Some("fr".into()), 0.33, &split, &one), ["fr"]);
     }
 
     #[test]
