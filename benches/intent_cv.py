@@ -6,7 +6,7 @@ trained on and the fold is scored with `voxline intent eval --json`. The
 sums are a development figure for changes to the classifier or its data,
 chosen without touching the blind sets of `tests/intents/blind/`.
 
-    python3 benches/intent_cv.py [--voxline target/release/voxline] [--per-fold]
+    python3 benches/intent_cv.py [--voxline target/release/voxline] [--per-fold] [--show]
         [--set fast_path_from=0.85 ...]
 
 Prints messages, accuracy, acted and confident wrong per language over all
@@ -46,6 +46,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxline", default=str(ROOT / "target/release/voxline"))
     ap.add_argument("--per-fold", action="store_true")
+    ap.add_argument("--show", action="store_true",
+                    help="print each held-out message classified wrong with confidence to act")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [dialog.thresholds] setting for every fold")
     args = ap.parse_args()
@@ -67,10 +69,16 @@ def main():
             config.write_text(f'[dialog]\ndata_dir = "{data}"\n'
                               f'[dialog.thresholds]\n{thresholds}')
             out = subprocess.run(
-                [args.voxline, "--config", str(config), "intent", "eval", "--json", str(fold)],
+                [args.voxline, "--config", str(config), "intent", "eval", "--json",
+                 *(["--misses"] if args.show else []), str(fold)],
                 capture_output=True, text=True, check=True, cwd=ROOT,
             ).stdout
-        figures = json.loads(out)["figures"]
+        report = json.loads(out)
+        figures = report["figures"]
+        for miss in report.get("misses", []):
+            if miss.get("acted"):
+                print(f"{name}: {miss['lang']} {miss['text']!r} -> {miss['got']} "
+                      f"({miss['confidence']:.2f}), want {miss['want']}")
         if args.per_fold:
             a = figures["all"]
             print(f"{name}: {a['correct']}/{a['messages']} acted {a['acted']} "

@@ -47,6 +47,17 @@ pub struct IntentSpec {
     pub careful: bool,
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// Patterns under which this intent's rules do not count: the words of
+    /// a rule used for something else ("stop" before the thanks of "STOP
+    /// obrigado" is not a goodbye). The classifier alone decides then.
+    #[serde(default)]
+    pub not_when: Vec<String>,
+    /// Patterns that make a careful intent a question to ask rather than an
+    /// action, however sure the classifier is: a question about the policy
+    /// or asked before buying ("can I get a refund if they don't fit? I
+    /// haven't ordered yet") uses the request's words without making it.
+    #[serde(default)]
+    pub unsure_when: Vec<String>,
     /// Example messages per language code.
     pub examples: BTreeMap<String, Vec<String>>,
 }
@@ -319,6 +330,9 @@ pub struct IntentModel {
     /// The same patterns one by one, for the spans of those that matched.
     rule_regexes: Vec<regex::Regex>,
     rule_owner: Vec<usize>,
+    /// Per intent, its `not_when` and `unsure_when` patterns.
+    not_when: Vec<Vec<regex::Regex>>,
+    unsure_when: Vec<Vec<regex::Regex>>,
     intents: Classifier,
     languages: Vec<String>,
     /// Indices of `languages` that detection may answer.
@@ -417,6 +431,23 @@ impl IntentModel {
                 rule_owner.push(i);
             }
         }
+        let compile = |spec: &IntentSpec, list: &[String]| {
+            list.iter()
+                .map(|p| {
+                    regex::Regex::new(p).map_err(|source| IntentError::Pattern {
+                        intent: spec.intent.clone(),
+                        pattern: p.clone(),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut not_when = Vec::new();
+        let mut unsure_when = Vec::new();
+        for spec in &specs {
+            not_when.push(compile(spec, &spec.not_when)?);
+            unsure_when.push(compile(spec, &spec.unsure_when)?);
+        }
         let rules = RegexSet::new(&patterns).map_err(|source| IntentError::Pattern {
             intent: "(all)".into(),
             pattern: String::new(),
@@ -448,6 +479,8 @@ impl IntentModel {
             rules,
             rule_regexes,
             rule_owner,
+            not_when,
+            unsure_when,
             intents,
             detectable: (0..languages.len()).collect(),
             languages,
@@ -582,9 +615,11 @@ impl IntentModel {
         };
         let spec = &self.specs[intent];
         let careful = spec.write || spec.careful;
+        let hedged = self.unsure_when[intent].iter().any(|r| r.is_match(&folded));
         let unsure = careful
             && (confidence < self.thresholds.write_from
-                || confidence - runner_up < self.thresholds.clarify_margin);
+                || confidence - runner_up < self.thresholds.clarify_margin
+                || hedged);
         let fast_path =
             intent != self.unknown && confidence >= self.thresholds.fast_path_from && !unsure;
         let clarify = (intent != self.unknown && unsure).then(|| spec.intent.clone());
@@ -632,6 +667,7 @@ impl IntentModel {
             .collect();
         matched.sort_unstable();
         matched.dedup();
+        matched.retain(|&i| !self.not_when[i].iter().any(|r| r.is_match(folded)));
         matched
     }
 
@@ -732,6 +768,8 @@ mod tests {
             write: false,
             careful: false,
             patterns: vec!["(".into()],
+            not_when: Vec::new(),
+            unsure_when: Vec::new(),
             examples: BTreeMap::new(),
         };
         let err = IntentModel::from_specs(vec![spec], Lexicon::default(), Thresholds::default())
@@ -747,6 +785,8 @@ mod tests {
             write: false,
             careful: false,
             patterns: Vec::new(),
+            not_when: Vec::new(),
+            unsure_when: Vec::new(),
             examples: BTreeMap::from([(
                 "en".to_string(),
                 examples.iter().map(|e| e.to_string()).collect(),
@@ -778,6 +818,82 @@ mod tests {
         // side by side, both count
         assert_eq!(names("cancel it, thanks"), ["cancel_order", "thanks_bye"]);
         assert_eq!(names("cancel order 2210"), ["cancel_order"]);
+    }
+
+    #[test]
+    fn a_not_when_pattern_takes_an_intents_rules_out() {
+        let mut opt_out = spec("opt_out", &["stop", "unsubscribe"]);
+        opt_out.patterns = vec![r"^stop( thanks)?$".into()];
+        let mut bye = spec("thanks_bye", &["thanks bye", "thank you"]);
+        bye.patterns = vec![r"^([a-z]+ )?thanks$".into()];
+        let names = |m: &IntentModel, text: &str| -> Vec<String> {
+            m.matched_intents(&text::fold(text))
+                .into_iter()
+                .map(|i| m.specs[i].intent.clone())
+                .collect()
+        };
+        let both = IntentModel::from_specs(
+            vec![opt_out.clone(), bye.clone()],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&both, "STOP thanks"), ["opt_out", "thanks_bye"]);
+        bye.not_when = vec![r"^stop\b".into()];
+        let m = IntentModel::from_specs(
+            vec![opt_out, bye],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&m, "STOP thanks"), ["opt_out"]);
+        assert_eq!(names(&m, "great thanks"), ["thanks_bye"]);
+    }
+
+    #[test]
+    fn an_unsure_when_pattern_asks_about_a_write_instead_of_acting() {
+        let mut refund = spec(
+            "refund_request",
+            &[
+                "refund my order",
+                "i want a refund",
+                "refund please",
+                "give me a refund",
+            ],
+        );
+        refund.write = true;
+        refund.patterns = vec![r"\brefund\b".into()];
+        let other = spec("greeting", &["hello", "hi there"]);
+        let unknown = spec(UNKNOWN, &["what is the weather", "tell me a joke"]);
+        let sure = IntentModel::from_specs(
+            vec![refund.clone(), other.clone(), unknown.clone()],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        let asked = "do you refund if i change my mind before i order";
+        let c = sure.classify(asked, Some("en"));
+        assert_eq!(c.intent, "refund_request");
+        assert!(c.acts(), "{c:?}");
+        refund.unsure_when = vec![r"\bbefore i (order|buy)\b".into()];
+        let m = IntentModel::from_specs(
+            vec![refund, other, unknown],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        let c = m.classify(asked, Some("en"));
+        assert!(!c.acts(), "{c:?}");
+        assert_eq!(c.clarify.as_deref(), Some("refund_request"));
+        // the request itself still acts
+        assert!(m.classify("refund my order please", Some("en")).acts());
+        // a bad pattern names its intent
+        let mut bad = spec("greeting", &["hello"]);
+        bad.unsure_when = vec!["(".into()];
+        let err = IntentModel::from_specs(vec![bad], Lexicon::default(), Thresholds::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("greeting"), "{err}");
     }
 
     #[test]
