@@ -72,9 +72,16 @@ pub struct RoutingConfig {
     /// The other candidate must have at least this probability among the
     /// configured languages. Default 0.05.
     pub redo_candidate_probability: f32,
-    /// At most this many other languages are tried, most likely first; the
-    /// most confident transcript is kept. Default 2.
+    /// At most this many other languages are tried, most likely first, when
+    /// detection is split (its most likely language below
+    /// `redo_split_below`); otherwise only the other candidate. The most
+    /// confident transcript is kept. Default 2.
     pub redo_candidates: usize,
+    /// Default 0.5. Confidences in different languages do not rank them
+    /// when detection leans clearly to one: an Italian note detected at 0.70
+    /// came back more confident in Portuguese ("Vou eu falar com uma
+    /// pessoa"), a noisy Spanish one detected at 0.74 in Italian.
+    pub redo_split_below: f32,
 }
 
 impl Default for RoutingConfig {
@@ -88,6 +95,7 @@ impl Default for RoutingConfig {
             redo_below_confidence: 0.45,
             redo_candidate_probability: 0.05,
             redo_candidates: 2,
+            redo_split_below: 0.5,
         }
     }
 }
@@ -219,9 +227,9 @@ impl LanguageRouter {
 
 /// The languages to redo a transcription in, most likely first: when the
 /// transcript's confidence is low, the other candidate (the prior, or the
-/// detected one) and then detection's next most likely languages, each at
-/// all likely, at most `redo_candidates` of them; none when detection was
-/// sure of the routed language. Confidences of different models are not
+/// detected one) and, when detection is split, its next most likely
+/// languages, each at all likely, at most `redo_candidates` of them; none
+/// when detection was sure of the routed language. Confidences of different models are not
 /// comparable (tiny.en against base), so a sure detection is not
 /// second-guessed by a low confidence: an Italian note detected at 0.91,
 /// heard by `base` at 0.33 and redone in English by `tiny.en` at 0.41 was
@@ -252,10 +260,15 @@ fn redo_in(
             .iter()
             .any(|(l, p)| l == language && *p >= config.redo_candidate_probability)
     };
+    let split = detection
+        .served
+        .first()
+        .is_none_or(|(_, p)| *p < config.redo_split_below);
+    let most = if split { config.redo_candidates } else { 1 };
     let mut tries: Vec<String> = Vec::new();
     let ranked = detection.served.iter().map(|(l, _)| l.clone());
     for language in other.into_iter().chain(ranked) {
-        if tries.len() >= config.redo_candidates {
+        if tries.len() >= most {
             break;
         }
         if language != routed && !tries.contains(&language) && likely(&language) {
@@ -521,10 +534,16 @@ mod tests {
             ["fr", "it"]
         );
         // the prior's language first, then detection's order, never the routed one twice
-        let prior_kept = detection(&[("fr", 0.5), ("es", 0.3), ("it", 0.2)]);
+        let prior_kept = detection(&[("fr", 0.45), ("es", 0.3), ("it", 0.25)]);
         assert_eq!(
             redo_in("es", Some("fr".into()), 0.2, &prior_kept, &config),
             ["fr", "it"]
+        );
+        // a detection that leans to one language: only that one
+        let leaning = detection(&[("it", 0.7), ("pt", 0.12), ("es", 0.09)]);
+        assert_eq!(
+            redo_in("en", Some("it".into()), 0.3, &leaning, &config),
+            ["it"]
         );
         let one = RoutingConfig {
             redo_candidates: 1,
