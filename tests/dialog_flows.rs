@@ -595,3 +595,28 @@ async fn an_operators_label_is_learned_on_reload() {
     assert_eq!(outcome.intent, "text_only");
     assert_eq!(reply, "Sure, I'll reply in text from now on.");
 }
+
+#[tokio::test]
+async fn the_catalogue_replies_rendered_ahead_are_the_ones_the_fast_path_gives() {
+    let shop = shop().await;
+    for (from, lang, question) in [
+        (LUCIA, "es", "cuánto cuesta la mochila azul"),
+        (LUCIA, "es", "¿cuánto cuestan las mochilas?"),
+        (MARIA, "en", "how much are the backpacks?"),
+    ] {
+        let ahead = shop.stage.catalogue_texts(lang).await;
+        let (reply, o) = shop.text(from, question).await;
+        assert_eq!(o.intent, "price_inquiry", "{question}");
+        assert!(
+            ahead.iter().any(|t| reply.starts_with(t.as_str())),
+            "{question}: {reply:?} not among {} rendered ahead",
+            ahead.len()
+        );
+    }
+    // every product's price and every category's list, in each language
+    let es = shop.stage.catalogue_texts("es").await;
+    assert!(es.contains(&"Mochila azul: 39,90 €.".to_string()), "{es:?}");
+    assert!(es.len() >= 10, "{es:?}");
+    let fr = shop.stage.catalogue_texts("fr").await;
+    assert!(fr.iter().all(|t| !es.contains(t)), "{fr:?}");
+}

@@ -273,15 +273,15 @@ impl Service {
                     let chain: Arc<dyn TextToSpeech> =
                         Arc::new(crate::tts::chain(&config.tts, Some(cache))?);
                     if config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
-                        let texts: Vec<(Language, String)> = stage
-                            .languages()
-                            .iter()
-                            .filter_map(|code| Language::from_code(code))
-                            .flat_map(|language| {
-                                let texts = stage.fixed_texts(language.code());
-                                texts.into_iter().map(move |text| (language, text))
-                            })
-                            .collect();
+                        let mut texts: Vec<(Language, String)> = Vec::new();
+                        for code in stage.languages() {
+                            let Some(language) = Language::from_code(code) else {
+                                continue;
+                            };
+                            let mut own = stage.fixed_texts(language.code());
+                            own.extend(stage.catalogue_texts(language.code()).await);
+                            texts.extend(own.into_iter().map(|text| (language, text)));
+                        }
                         warming = Some((
                             Arc::clone(&chain),
                             crate::tts::cache::fixed_sentences(&texts),

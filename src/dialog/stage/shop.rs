@@ -2,6 +2,37 @@
 
 use super::*;
 
+/// Products named in one list reply.
+const LISTED: usize = 3;
+
+/// The reply to a price question about one product.
+pub(super) fn price_line(templates: &Templates, lang: &str, product: &Product) -> String {
+    let price = templates.money(lang, product.price_cents);
+    capitalise(&templates.render(
+        lang,
+        "price",
+        &[("name", product.name(lang)), ("price", &price)],
+    ))
+}
+
+/// The reply listing the first products of a search with their prices.
+pub(super) fn list_line(templates: &Templates, lang: &str, products: &[Product]) -> String {
+    let items: Vec<String> = products
+        .iter()
+        .take(LISTED)
+        .map(|p| {
+            let price = templates.money(lang, p.price_cents);
+            templates.render(
+                lang,
+                "product_item",
+                &[("name", p.name(lang)), ("price", &price)],
+            )
+        })
+        .collect();
+    let list = templates.list(lang, &items);
+    templates.render(lang, "product_list", &[("list", &list)])
+}
+
 impl Exchange<'_> {
     pub(super) async fn products(&mut self) -> Result<Option<Vec<Product>>, CommerceError> {
         let key = self
@@ -29,10 +60,11 @@ impl Exchange<'_> {
             return Ok(Some(Answer::done(self.render("product_none", &[]))));
         };
         let name = first.name(&self.lang).to_string();
+        let templates = &self.inner.templates;
         let text = match intent {
             "price_inquiry" if products.len() == 1 => {
-                let price = self.money(first.price_cents);
-                capitalise(&self.render("price", &[("name", &name), ("price", &price)]))
+                self.facts.cents.insert(first.price_cents);
+                price_line(templates, &self.lang, &first)
             }
             "availability_shipping" => {
                 if first.stock > 0 {
@@ -43,16 +75,10 @@ impl Exchange<'_> {
                 }
             }
             _ => {
-                let mut items = Vec::new();
-                for p in products.iter().take(3) {
-                    let price = self.money(p.price_cents);
-                    items.push(self.render(
-                        "product_item",
-                        &[("name", p.name(&self.lang)), ("price", &price)],
-                    ));
+                for p in products.iter().take(LISTED) {
+                    self.facts.cents.insert(p.price_cents);
                 }
-                let list = self.inner.templates.list(&self.lang, &items);
-                self.render("product_list", &[("list", &list)])
+                list_line(templates, &self.lang, &products)
             }
         };
         Ok(Some(Answer::done(text)))
