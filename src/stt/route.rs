@@ -13,8 +13,8 @@
 //! - does not transcribe at all when the speech is, with high probability, in
 //!   a language the business does not serve;
 //! - redoes the note in the other candidate languages (at most two) when the
-//!   routed transcription comes back with low confidence, and keeps the most
-//!   confident transcript.
+//!   routed transcription comes back with low confidence, and keeps the
+//!   transcript with the best confidence weighed by detection.
 //!
 //! English notes go to the English-only model when one is configured (it is
 //! faster at equal word error rate); every other language to the
@@ -72,16 +72,16 @@ pub struct RoutingConfig {
     /// The other candidate must have at least this probability among the
     /// configured languages. Default 0.05.
     pub redo_candidate_probability: f32,
-    /// At most this many other languages are tried, most likely first, when
-    /// detection is split (its most likely language below
-    /// `redo_split_below`); otherwise only the other candidate. The most
-    /// confident transcript is kept. Default 2.
+    /// At most this many other languages are tried, most likely first.
+    /// Default 2.
     pub redo_candidates: usize,
-    /// Default 0.5. Confidences in different languages do not rank them
-    /// when detection leans clearly to one: an Italian note detected at 0.70
-    /// came back more confident in Portuguese ("Vou eu falar com uma
-    /// pessoa"), a noisy Spanish one detected at 0.74 in Italian.
-    pub redo_split_below: f32,
+    /// Of the transcripts, the one with the highest confidence × p^this is
+    /// kept, p being detection's probability of its language. Default 0.25:
+    /// a soft prior. Confidence alone ranks languages badly when detection
+    /// leans to one: an Italian note detected at 0.70 came back more
+    /// confident in Portuguese ("Vou eu falar com uma pessoa"), a noisy
+    /// Spanish one detected at 0.74 in Italian.
+    pub redo_detection_weight: f32,
 }
 
 impl Default for RoutingConfig {
@@ -95,7 +95,7 @@ impl Default for RoutingConfig {
             redo_below_confidence: 0.45,
             redo_candidate_probability: 0.05,
             redo_candidates: 2,
-            redo_split_below: 0.5,
+            redo_detection_weight: 0.25,
         }
     }
 }
@@ -227,9 +227,9 @@ impl LanguageRouter {
 
 /// The languages to redo a transcription in, most likely first: when the
 /// transcript's confidence is low, the other candidate (the prior, or the
-/// detected one) and, when detection is split, its next most likely
-/// languages, each at all likely, at most `redo_candidates` of them; none
-/// when detection was sure of the routed language. Confidences of different models are not
+/// detected one) and then detection's next most likely languages, each at
+/// all likely, at most `redo_candidates` of them; none when detection was
+/// sure of the routed language. Confidences of different models are not
 /// comparable (tiny.en against base), so a sure detection is not
 /// second-guessed by a low confidence: an Italian note detected at 0.91,
 /// heard by `base` at 0.33 and redone in English by `tiny.en` at 0.41 was
@@ -260,15 +260,10 @@ fn redo_in(
             .iter()
             .any(|(l, p)| l == language && *p >= config.redo_candidate_probability)
     };
-    let split = detection
-        .served
-        .first()
-        .is_none_or(|(_, p)| *p < config.redo_split_below);
-    let most = if split { config.redo_candidates } else { 1 };
     let mut tries: Vec<String> = Vec::new();
     let ranked = detection.served.iter().map(|(l, _)| l.clone());
     for language in other.into_iter().chain(ranked) {
-        if tries.len() >= most {
+        if tries.len() >= config.redo_candidates {
             break;
         }
         if language != routed && !tries.contains(&language) && likely(&language) {
@@ -276,6 +271,17 @@ fn redo_in(
         }
     }
     tries
+}
+
+/// A transcript's confidence weighed by detection's probability of its
+/// language: what the redo ranks transcripts in different languages by.
+fn weighed(language: &str, confidence: f32, detection: &Detection, weight: f32) -> f32 {
+    let p = detection
+        .served
+        .iter()
+        .find(|(l, _)| l == language)
+        .map_or(0.0, |(_, p)| *p);
+    confidence * p.powf(weight)
 }
 
 /// The language chosen before transcription, the other candidate, and why.
@@ -424,7 +430,10 @@ impl SpeechToText for LanguageRouter {
                 "low confidence: redone in another candidate language"
             );
             redone_from.get_or_insert_with(|| (language.clone(), t.confidence));
-            if again.confidence > t.confidence {
+            let weight = self.config.redo_detection_weight;
+            if weighed(&other, again.confidence, &detection, weight)
+                > weighed(&chosen, t.confidence, &detection, weight)
+            {
                 t = again;
                 model = again_model;
                 chosen = other;
@@ -534,22 +543,32 @@ mod tests {
             ["fr", "it"]
         );
         // the prior's language first, then detection's order, never the routed one twice
-        let prior_kept = detection(&[("fr", 0.45), ("es", 0.3), ("it", 0.25)]);
+        let prior_kept = detection(&[("fr", 0.5), ("es", 0.3), ("it", 0.2)]);
         assert_eq!(
             redo_in("es", Some("fr".into()), 0.2, &prior_kept, &config),
             ["fr", "it"]
         );
-        // a detection that leans to one language: only that one
-        let leaning = detection(&[("it", 0.7), ("pt", 0.12), ("es", 0.09)]);
-        assert_eq!(
-            redo_in("en", Some("it".into()), 0.3, &leaning, &config),
-            ["it"]
-        );
+
         let one = RoutingConfig {
             redo_candidates: 1,
             ..RoutingConfig::default()
         };
         assert_eq!(redo_in("en", Some("fr".into()), 0.33, &split, &one), ["fr"]);
+    }
+
+    #[test]
+    fn a_redone_transcript_needs_more_than_confidence_against_a_leaning_detection() {
+        let w = RoutingConfig::default().redo_detection_weight;
+        // an Italian note detected at 0.70, heard in Italian at 0.448 and in
+        // Portuguese at 0.55: Italian is kept
+        let d = detection(&[("it", 0.70), ("pt", 0.12), ("es", 0.09)]);
+        assert!(weighed("it", 0.448, &d, w) > weighed("pt", 0.55, &d, w));
+        // a split detection: the clearly more confident transcript wins
+        let split = detection(&[("en", 0.37), ("fr", 0.3), ("it", 0.25)]);
+        assert!(weighed("it", 0.66, &split, w) > weighed("fr", 0.42, &split, w));
+        assert!(weighed("it", 0.66, &split, w) > weighed("en", 0.33, &split, w));
+        // a language detection did not list weighs nothing
+        assert_eq!(weighed("de", 0.9, &split, w), 0.0);
     }
 
     #[test]
