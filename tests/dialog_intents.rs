@@ -226,7 +226,13 @@ fn blind_sets_are_held_out_from_training() {
     // shares 63 with those and the corpus (the former test sets, written by
     // other helpers in the same style), so `blind_test_set` scores it
     // without them too.
-    for name in ["test3.tsv", "test4.tsv", "test5.tsv", "test6.tsv"] {
+    for name in [
+        "test3.tsv",
+        "test4.tsv",
+        "test5.tsv",
+        "test6.tsv",
+        "test7.tsv",
+    ] {
         let set = blind(name);
         assert!(set.len() >= 300, "{name}: {} messages", set.len());
         for s in &set {
@@ -294,6 +300,12 @@ const TEST5_CONFIDENT_WRONG: f64 = 0.03;
 const TEST6_FLOOR: f64 = 0.95;
 const TEST6_CONFIDENT_WRONG: f64 = 0.02;
 
+/// The same for the seventh blind set (200 per language), scored three
+/// times (README): finally accuracy 0.935 to 0.965, confident wrong 0.5 to
+/// 1.0%; below the accuracy target in Italian and Portuguese.
+const TEST7_FLOOR: f64 = 0.92;
+const TEST7_CONFIDENT_WRONG: f64 = 0.025;
+
 #[test]
 fn the_corpus_is_trained_on() {
     // The former test sets are examples now: their lines are among the
@@ -330,6 +342,12 @@ fn the_fifth_blind_test_set() {
 fn the_sixth_blind_test_set() {
     score("test6.tsv", TEST6_FLOOR, TEST6_CONFIDENT_WRONG);
     score_unseen("test6.tsv");
+}
+
+#[test]
+fn the_seventh_blind_test_set() {
+    score("test7.tsv", TEST7_FLOOR, TEST7_CONFIDENT_WRONG);
+    score_unseen("test7.tsv");
 }
 
 /// Scores the lines of blind set `name` that are not training examples
