@@ -232,6 +232,7 @@ fn blind_sets_are_held_out_from_training() {
         "test5.tsv",
         "test6.tsv",
         "test7.tsv",
+        "test8.tsv",
     ] {
         let set = blind(name);
         assert!(set.len() >= 300, "{name}: {} messages", set.len());
@@ -306,6 +307,12 @@ const TEST6_CONFIDENT_WRONG: f64 = 0.02;
 const TEST7_FLOOR: f64 = 0.92;
 const TEST7_CONFIDENT_WRONG: f64 = 0.025;
 
+/// The same for the eighth blind set (200 per language), scored twice
+/// (README): finally accuracy 0.940 to 0.970, confident wrong 0 to 1.0%;
+/// below the accuracy target in Spanish, French and Portuguese.
+const TEST8_FLOOR: f64 = 0.92;
+const TEST8_CONFIDENT_WRONG: f64 = 0.025;
+
 #[test]
 fn the_corpus_is_trained_on() {
     // The former test sets are examples now: their lines are among the
@@ -348,6 +355,12 @@ fn the_sixth_blind_test_set() {
 fn the_seventh_blind_test_set() {
     score("test7.tsv", TEST7_FLOOR, TEST7_CONFIDENT_WRONG);
     score_unseen("test7.tsv");
+}
+
+#[test]
+fn the_eighth_blind_test_set() {
+    score("test8.tsv", TEST8_FLOOR, TEST8_CONFIDENT_WRONG);
+    score_unseen("test8.tsv");
 }
 
 /// Scores the lines of blind set `name` that are not training examples
