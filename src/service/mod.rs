@@ -43,6 +43,10 @@ use crate::tts::cache::{SpeechCache, WarmUp};
 use crate::tts::{Language, TextToSpeech, TtsError};
 use workers::Workers;
 
+/// How long the start-up waits for the shop's catalogue, read so that the
+/// speech cache renders its price replies ahead.
+const CATALOGUE_READ: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `[service]` in `voxline.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -279,7 +283,15 @@ impl Service {
                                 continue;
                             };
                             let mut own = stage.fixed_texts(language.code());
-                            own.extend(stage.catalogue_texts(language.code()).await);
+                            // A remote shop that hangs must not hold the start.
+                            let catalogue = stage.catalogue_texts(language.code());
+                            match tokio::time::timeout(CATALOGUE_READ, catalogue).await {
+                                Ok(catalogue) => own.extend(catalogue),
+                                Err(_) => tracing::warn!(
+                                    language = code.as_str(),
+                                    "catalogue not read for the speech cache within {CATALOGUE_READ:?}"
+                                ),
+                            }
                             texts.extend(own.into_iter().map(|text| (language, text)));
                         }
                         warming = Some((
