@@ -81,7 +81,21 @@ pub struct RoutingConfig {
     /// leans to one: an Italian note detected at 0.70 came back more
     /// confident in Portuguese ("Vou eu falar com uma pessoa"), a noisy
     /// Spanish one detected at 0.74 in Italian.
+    #[serde(deserialize_with = "non_negative")]
     pub redo_detection_weight: f32,
+}
+
+/// A finite number of 0 or more: a negative weight would favour the
+/// languages detection found least likely.
+fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be a number of 0 or more, not {v}"
+        )))
+    }
 }
 
 impl Default for RoutingConfig {
@@ -569,6 +583,22 @@ mod tests {
         assert!(weighed("it", 0.66, &split, w) > weighed("en", 0.33, &split, w));
         // a language detection did not list weighs nothing
         assert_eq!(weighed("de", 0.9, &split, w), 0.0);
+    }
+
+    #[test]
+    fn a_negative_detection_weight_is_refused() {
+        let parse = |text: &str| toml::from_str::<RoutingConfig>(text);
+        assert_eq!(
+            parse("redo_detection_weight = 0.5")
+                .unwrap()
+                .redo_detection_weight,
+            0.5
+        );
+        let err = parse("redo_detection_weight = -1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0 or more"), "{err}");
+        assert!(parse("redo_detection_weight = nan").is_err());
     }
 
     #[test]
