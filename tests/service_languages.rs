@@ -104,13 +104,16 @@ async fn each_customer_is_heard_and_answered_in_their_language() {
     let config = default_config(&graph, dir.path());
     let service = Service::start(&config, stt(&config)).await.unwrap();
 
-    // Spanish, from a Spanish number: the calling code routes it.
+    // Spanish, from a Spanish number: the calling code routes it. The
+    // natural voice's note: the espeak-ng one is heard as "Ola, huevos
+    // niras", a greeting only at 0.78 since the broader training data, and
+    // this test is about the language, not about hearing a robotic voice.
     let (turn, trace) = ask(
         &service,
         &graph,
         "wamid.ES34",
         "34612345678",
-        "commerce/es/greeting_hello.ogg",
+        "natural/es/greeting_hello.ogg",
     )
     .await;
     assert_eq!(turn.state, TurnState::Replied, "{trace:?}");
@@ -128,7 +131,7 @@ async fn each_customer_is_heard_and_answered_in_their_language() {
         &graph,
         "wamid.ES44",
         "447700900123",
-        "commerce/es/greeting_hello.ogg",
+        "natural/es/greeting_hello.ogg",
     )
     .await;
     assert_eq!(trace.language.as_deref(), Some("es"), "{trace:?}");
