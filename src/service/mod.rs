@@ -277,22 +277,33 @@ impl Service {
                     let chain: Arc<dyn TextToSpeech> =
                         Arc::new(crate::tts::chain(&config.tts, Some(cache))?);
                     if config.tts.cache.warm && config.tts.cache.memory_mb > 0 {
+                        // A remote shop that hangs must not hold the start.
+                        let catalogue = match tokio::time::timeout(
+                            CATALOGUE_READ,
+                            stage.catalogue_texts(),
+                        )
+                        .await
+                        {
+                            Ok(catalogue) => catalogue,
+                            Err(_) => {
+                                tracing::warn!(
+                                        "catalogue not read for the speech cache within {CATALOGUE_READ:?}"
+                                    );
+                                Vec::new()
+                            }
+                        };
                         let mut texts: Vec<(Language, String)> = Vec::new();
                         for code in stage.languages() {
                             let Some(language) = Language::from_code(code) else {
                                 continue;
                             };
-                            let mut own = stage.fixed_texts(language.code());
-                            // A remote shop that hangs must not hold the start.
-                            let catalogue = stage.catalogue_texts(language.code());
-                            match tokio::time::timeout(CATALOGUE_READ, catalogue).await {
-                                Ok(catalogue) => own.extend(catalogue),
-                                Err(_) => tracing::warn!(
-                                    language = code.as_str(),
-                                    "catalogue not read for the speech cache within {CATALOGUE_READ:?}"
-                                ),
-                            }
-                            texts.extend(own.into_iter().map(|text| (language, text)));
+                            let own = stage.fixed_texts(language.code()).into_iter().chain(
+                                catalogue
+                                    .iter()
+                                    .filter(|(l, _)| l == code)
+                                    .map(|(_, text)| text.clone()),
+                            );
+                            texts.extend(own.map(|text| (language, text)));
                         }
                         warming = Some((
                             Arc::clone(&chain),

@@ -412,25 +412,7 @@ impl IntentModel {
             let examples = specs[i].examples.entry(label.lang.clone()).or_default();
             examples.extend(std::iter::repeat_n(label.text.clone(), LABEL_WEIGHT));
         }
-        let mut patterns = Vec::new();
-        let mut rule_regexes = Vec::new();
-        let mut rule_owner = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            if specs[..i].iter().any(|s| s.intent == spec.intent) {
-                return Err(IntentError::Duplicate(spec.intent.clone()));
-            }
-            for p in &spec.patterns {
-                // Checked one by one so that the error names the culprit.
-                let regex = regex::Regex::new(p).map_err(|source| IntentError::Pattern {
-                    intent: spec.intent.clone(),
-                    pattern: p.clone(),
-                    source,
-                })?;
-                rule_regexes.push(regex);
-                patterns.push(p.clone());
-                rule_owner.push(i);
-            }
-        }
+        // Checked one by one so that the error names the culprit.
         let compile = |spec: &IntentSpec, list: &[String]| {
             list.iter()
                 .map(|p| {
@@ -442,9 +424,18 @@ impl IntentModel {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let mut patterns = Vec::new();
+        let mut rule_regexes = Vec::new();
+        let mut rule_owner = Vec::new();
         let mut not_when = Vec::new();
         let mut unsure_when = Vec::new();
-        for spec in &specs {
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.intent == spec.intent) {
+                return Err(IntentError::Duplicate(spec.intent.clone()));
+            }
+            rule_regexes.extend(compile(spec, &spec.patterns)?);
+            patterns.extend(spec.patterns.iter().cloned());
+            rule_owner.extend(std::iter::repeat_n(i, spec.patterns.len()));
             not_when.push(compile(spec, &spec.not_when)?);
             unsure_when.push(compile(spec, &spec.unsure_when)?);
         }

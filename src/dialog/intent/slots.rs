@@ -52,6 +52,14 @@ pub struct Lexicon {
 }
 
 impl Lexicon {
+    /// The product ids and categories its phrases name, each once.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.phrases.iter().map(|(_, key)| key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut phrases: Vec<(Vec<String>, String)> = entries
             .into_iter()

@@ -277,37 +277,31 @@ impl DialogStage {
         texts
     }
 
-    /// The catalogue's price and product-list replies in `lang`, worded as
-    /// the fast path words them, for the speech cache to render ahead: price
-    /// questions are among the most frequent, and their sentences carry
-    /// names and prices no fixed template has. Best effort: a backend that
-    /// fails here leaves these to be rendered when asked.
-    pub async fn catalogue_texts(&self, lang: &str) -> Vec<String> {
-        let commerce = &self.inner.commerce;
-        let mut keys: Vec<String> = match commerce.lexicon().await {
-            Ok(lexicon) => lexicon.into_iter().map(|(_, key)| key).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "catalogue not read for the speech cache");
-                return Vec::new();
-            }
-        };
-        keys.sort();
-        keys.dedup();
+    /// The catalogue's price and product-list replies in each of the
+    /// business's languages, as (language, text), worded as the fast path
+    /// words them, for the speech cache to render ahead: price questions are
+    /// among the most frequent, and their sentences carry names and prices
+    /// no fixed template has. The products are read once, for the keys the
+    /// start-up's lexicon holds. Best effort: a backend that fails here
+    /// leaves these to be rendered when asked.
+    pub async fn catalogue_texts(&self) -> Vec<(String, String)> {
         let templates = &self.inner.templates;
         let mut texts = Vec::new();
-        for key in keys {
-            let products = match commerce.products(&key).await {
+        for key in self.inner.lexicon.keys() {
+            let products = match self.inner.commerce.products(&key).await {
                 Ok(products) => products,
                 Err(e) => {
                     tracing::warn!(error = %e, %key, "products not read for the speech cache");
                     continue;
                 }
             };
-            if let [one] = products.as_slice() {
-                texts.push(shop::price_line(templates, lang, one));
-            }
-            if !products.is_empty() {
-                texts.push(shop::list_line(templates, lang, &products));
+            for lang in &self.inner.config.languages {
+                if let [one] = products.as_slice() {
+                    texts.push((lang.clone(), shop::price_line(templates, lang, one)));
+                }
+                if !products.is_empty() {
+                    texts.push((lang.clone(), shop::list_line(templates, lang, &products)));
+                }
             }
         }
         texts.sort();
