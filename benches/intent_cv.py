@@ -7,7 +7,7 @@ sums are a development figure for changes to the classifier or its data,
 chosen without touching the blind sets of `tests/intents/blind/`.
 
     python3 benches/intent_cv.py [--voxline target/release/voxline] [--per-fold] [--show]
-        [--set fast_path_from=0.85 ...]
+        [--all-misses] [--set fast_path_from=0.85 ...]
 
 Prints messages, accuracy, acted and confident wrong per language over all
 folds.
@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--per-fold", action="store_true")
     ap.add_argument("--show", action="store_true",
                     help="print each held-out message classified wrong with confidence to act")
+    ap.add_argument("--all-misses", action="store_true",
+                    help="print every held-out message classified wrong, acted on or not")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [dialog.thresholds] setting for every fold")
     args = ap.parse_args()
@@ -70,13 +72,13 @@ def main():
                               f'[dialog.thresholds]\n{thresholds}')
             out = subprocess.run(
                 [args.voxline, "--config", str(config), "intent", "eval", "--json",
-                 *(["--misses"] if args.show else []), str(fold)],
+                 *(["--misses"] if args.show or args.all_misses else []), str(fold)],
                 capture_output=True, text=True, check=True, cwd=ROOT,
             ).stdout
         report = json.loads(out)
         figures = report["figures"]
         for miss in report.get("misses", []):
-            if miss.get("acted"):
+            if miss.get("acted") or args.all_misses:
                 print(f"{name}: {miss['lang']} {miss['text']!r} -> {miss['got']} "
                       f"({miss['confidence']:.2f}), want {miss['want']}")
         if args.per_fold:
