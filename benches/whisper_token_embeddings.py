@@ -6,8 +6,8 @@ decoder's token embedding table (51,865 x 512) is tried here as a sentence
 embedding: the mean of a message's token vectors (greedy longest-match
 tokenisation over Whisper's vocabulary).
 
-Scored the way `benches/intent_cv.py` scores the classifier, each corpus
-fold left out in turn (`dev.tsv` always trained on), but in a Python
+Scored on `benches/intent_cv.py`'s folds, each corpus part left out in
+turn (`dev.tsv` always trained on), but in a Python
 re-creation of the classifier (scikit-learn: character 2-5-grams within
 words and word 1-2-grams, TF-IDF, logistic regression), with and without
 the embedding appended, and the embedding alone. Rules and thresholds are
@@ -31,6 +31,8 @@ import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+
+from intent_cv import CORPUS, folds as corpus_folds
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_EMBEDDING = "decoder.token_embedding.weight"
@@ -116,16 +118,10 @@ def main():
         spec = tomllib.load(open(path, "rb"))
         for lang, examples in spec.get("examples", {}).items():
             base += [(lang, e, spec["intent"]) for e in examples]
-    folds = {}
-    for path in sorted(glob.glob(str(ROOT / "data/intents/corpus/*.tsv"))):
-        name = Path(path).name
-        body = rows(path)
-        if name == "dev.tsv":
-            base += body
-        elif name.startswith("train"):
-            folds[name + ":even"], folds[name + ":odd"] = body[0::2], body[1::2]
-        else:
-            folds[name] = body
+    # The same folds as intent_cv.py; dev.tsv is always trained on.
+    base += rows(CORPUS / "dev.tsv")
+    folds = {name: [tuple(line.split("\t")[:3]) for line in held]
+             for name, _, _, held, _ in corpus_folds()}
 
     right = {"tfidf": 0, "tfidf+whisper": 0, "whisper alone": 0}
     seen = 0
