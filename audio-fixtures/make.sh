@@ -130,7 +130,7 @@ done
 # ---------------------------------------------------------------------------------------------
 UTTERANCES="$(cat <<'EOF'
 en|greeting_hello|greeting|Hello, good morning!|
-en|product_search_running_shoes|product_search|Do you have running shoes in size 42?|
+en|availability_running_shoes|availability_shipping|Do you have running shoes in size 42?|
 en|price_blue_backpack|price_inquiry|How much is the blue backpack?|
 en|availability_ship_tomorrow|availability_shipping|Can this ship tomorrow if I order now?|
 en|cart_add_two|cart_add|Add two of those to my cart, please.|
@@ -149,7 +149,7 @@ en|text_only_no_voice|text_only|Send me text, not voice.|
 en|thanks_bye|thanks_bye|Thanks a lot, bye!|
 en|faq_opening_hours|faq|What are your opening hours?|
 es|greeting_hello|greeting|¡Hola, buenos días!|
-es|product_search_running_shoes|product_search|¿Tienen zapatillas de correr en la talla 42?|
+es|availability_running_shoes|availability_shipping|¿Tienen zapatillas de correr en la talla 42?|
 es|price_blue_backpack|price_inquiry|¿Cuánto cuesta la mochila azul?|
 es|availability_ship_tomorrow|availability_shipping|Si lo pido ahora, ¿me llega mañana?|
 es|cart_add_two|cart_add|Añade dos de esos al carrito, por favor.|
@@ -168,7 +168,7 @@ es|text_only_no_voice|text_only|Escríbeme, no me mandes audios.|
 es|thanks_bye|thanks_bye|Muchas gracias, adiós.|
 es|faq_opening_hours|faq|¿Cuál es su horario de atención?|
 it|greeting_hello|greeting|Ciao, buongiorno!|
-it|product_search_running_shoes|product_search|Avete scarpe da corsa numero 42?|
+it|availability_running_shoes|availability_shipping|Avete scarpe da corsa numero 42?|
 it|price_blue_backpack|price_inquiry|Quanto costa lo zaino blu?|
 it|availability_ship_tomorrow|availability_shipping|Se ordino adesso, arriva domani?|
 it|cart_add_two|cart_add|Aggiungi due di quelli al carrello, per favore.|
@@ -187,7 +187,7 @@ it|text_only_no_voice|text_only|Rispondimi per iscritto, niente vocali.|
 it|thanks_bye|thanks_bye|Grazie mille, ciao!|
 it|faq_opening_hours|faq|Quali sono i vostri orari di apertura?|
 pt|greeting_hello|greeting|Oi, bom dia!|
-pt|product_search_running_shoes|product_search|Vocês têm tênis de corrida tamanho 42?|
+pt|availability_running_shoes|availability_shipping|Vocês têm tênis de corrida tamanho 42?|
 pt|price_blue_backpack|price_inquiry|Quanto custa a mochila azul?|
 pt|availability_ship_tomorrow|availability_shipping|Se eu pedir agora, chega amanhã?|
 pt|cart_add_two|cart_add|Coloca dois desses no carrinho, por favor.|

@@ -92,7 +92,7 @@ peak() { sox -R "$1" -n stat 2>&1 | awk '/^Maximum amplitude/ {a = $3} /^Minimum
 # ---------------------------------------------------------------------------------------------
 FRENCH="$(cat <<'EOF'
 fr|greeting_hello|greeting|Salut, bonjour !
-fr|product_search_running_shoes|product_search|Vous avez des chaussures de course en taille 42 ?
+fr|availability_running_shoes|availability_shipping|Vous avez des chaussures de course en taille 42 ?
 fr|price_blue_backpack|price_inquiry|Combien coûte le sac à dos bleu ?
 fr|availability_ship_tomorrow|availability_shipping|Si je commande maintenant, ça arrive demain ?
 fr|cart_add_two|cart_add|Ajoutez-en deux à mon panier, s'il vous plaît.
