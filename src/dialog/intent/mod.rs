@@ -117,7 +117,9 @@ pub struct Thresholds {
     /// intent with a matching rule is multiplied by this before
     /// renormalising, so a rule decides when the classifier is unsure and
     /// the classifier overrules a rule it is sure is wrong; the result is
-    /// still a probability. Default 8.
+    /// still a probability. Default 2 (every part of the corpus left out
+    /// in turn, 9,593 messages: confident wrong 85 at 8, 72 at 2, at the
+    /// same accuracy; `benches/intent_cv.py --set rule_odds=N`).
     pub rule_odds: f32,
 }
 
@@ -128,7 +130,7 @@ impl Default for Thresholds {
             fast_path_from: 0.9,
             write_from: 0.9,
             clarify_margin: 0.2,
-            rule_odds: 8.0,
+            rule_odds: 2.0,
         }
     }
 }
