@@ -58,6 +58,13 @@ pub struct IntentSpec {
     /// haven't ordered yet") uses the request's words without making it.
     #[serde(default)]
     pub unsure_when: Vec<String>,
+    /// Patterns under which the fast path does not answer this intent at
+    /// all, careful or not: the LLM takes the message, with the intent as
+    /// its hint. Another shop's order ("is my Zara order shipped") reads
+    /// like one of ours, and neither a tracking answer nor a question
+    /// about it fits.
+    #[serde(default)]
+    pub defer_when: Vec<String>,
     /// Example messages per language code.
     pub examples: BTreeMap<String, Vec<String>>,
 }
@@ -332,9 +339,10 @@ pub struct IntentModel {
     /// The same patterns one by one, for the spans of those that matched.
     rule_regexes: Vec<regex::Regex>,
     rule_owner: Vec<usize>,
-    /// Per intent, its `not_when` and `unsure_when` patterns.
+    /// Per intent, its `not_when`, `unsure_when` and `defer_when` patterns.
     not_when: Vec<Vec<regex::Regex>>,
     unsure_when: Vec<Vec<regex::Regex>>,
+    defer_when: Vec<Vec<regex::Regex>>,
     intents: Classifier,
     languages: Vec<String>,
     /// Indices of `languages` that detection may answer.
@@ -431,6 +439,7 @@ impl IntentModel {
         let mut rule_owner = Vec::new();
         let mut not_when = Vec::new();
         let mut unsure_when = Vec::new();
+        let mut defer_when = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.intent == spec.intent) {
                 return Err(IntentError::Duplicate(spec.intent.clone()));
@@ -440,6 +449,7 @@ impl IntentModel {
             rule_owner.extend(std::iter::repeat_n(i, spec.patterns.len()));
             not_when.push(compile(spec, &spec.not_when)?);
             unsure_when.push(compile(spec, &spec.unsure_when)?);
+            defer_when.push(compile(spec, &spec.defer_when)?);
         }
         let rules = RegexSet::new(&patterns).map_err(|source| IntentError::Pattern {
             intent: "(all)".into(),
@@ -474,6 +484,7 @@ impl IntentModel {
             rule_owner,
             not_when,
             unsure_when,
+            defer_when,
             intents,
             detectable: (0..languages.len()).collect(),
             languages,
@@ -613,9 +624,12 @@ impl IntentModel {
             && (confidence < self.thresholds.write_from
                 || confidence - runner_up < self.thresholds.clarify_margin
                 || hedged);
-        let fast_path =
-            intent != self.unknown && confidence >= self.thresholds.fast_path_from && !unsure;
-        let clarify = (intent != self.unknown && unsure).then(|| spec.intent.clone());
+        let deferred = self.defer_when[intent].iter().any(|r| r.is_match(&folded));
+        let fast_path = intent != self.unknown
+            && confidence >= self.thresholds.fast_path_from
+            && !unsure
+            && !deferred;
+        let clarify = (intent != self.unknown && unsure && !deferred).then(|| spec.intent.clone());
         Classification {
             intent: spec.intent.clone(),
             confidence,
@@ -763,6 +777,7 @@ mod tests {
             patterns: vec!["(".into()],
             not_when: Vec::new(),
             unsure_when: Vec::new(),
+            defer_when: Vec::new(),
             examples: BTreeMap::new(),
         };
         let err = IntentModel::from_specs(vec![spec], Lexicon::default(), Thresholds::default())
@@ -780,6 +795,7 @@ mod tests {
             patterns: Vec::new(),
             not_when: Vec::new(),
             unsure_when: Vec::new(),
+            defer_when: Vec::new(),
             examples: BTreeMap::from([(
                 "en".to_string(),
                 examples.iter().map(|e| e.to_string()).collect(),
@@ -887,6 +903,44 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("greeting"), "{err}");
+    }
+
+    #[test]
+    fn a_defer_when_pattern_leaves_the_message_to_the_llm() {
+        let mut status = spec(
+            "order_status",
+            &[
+                "where is my order",
+                "is my order shipped",
+                "has my order shipped yet",
+                "when does my order arrive",
+            ],
+        );
+        status.patterns = vec![r"\bmy order\b".into()];
+        let other = spec("greeting", &["hello", "hi there"]);
+        let unknown = spec(UNKNOWN, &["what is the weather", "tell me a joke"]);
+        let text = "is my zara order shipped";
+        let plain = IntentModel::from_specs(
+            vec![status.clone(), other.clone(), unknown.clone()],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        assert!(plain.classify(text, Some("en")).acts());
+        status.defer_when = vec![r"\bzara\b".into()];
+        let m = IntentModel::from_specs(
+            vec![status, other, unknown],
+            Lexicon::default(),
+            Thresholds::default(),
+        )
+        .unwrap();
+        let c = m.classify(text, Some("en"));
+        assert_eq!(c.intent, "order_status");
+        assert!(!c.acts(), "{c:?}");
+        // no question either: the LLM takes it
+        assert_eq!(c.clarify, None);
+        // our own orders still take the fast path
+        assert!(m.classify("is my order shipped", Some("en")).acts());
     }
 
     #[test]
