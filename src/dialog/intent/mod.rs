@@ -62,7 +62,7 @@ pub struct IntentSpec {
     /// all, careful or not: the LLM takes the message, with the intent as
     /// its hint. Another shop's order ("is my Zara order shipped") reads
     /// like one of ours, and neither a tracking answer nor a question
-    /// about it fits.
+    /// about it fits. Lists several intents share live in [`DEFER_DIR`].
     #[serde(default)]
     pub defer_when: Vec<String>,
     /// Example messages per language code.
@@ -92,7 +92,7 @@ pub enum IntentError {
     #[error("message {0} has no text to learn from (not transcribed yet, or erased)")]
     NoText(String),
     #[error("{path}: {reason}")]
-    Corpus { path: PathBuf, reason: String },
+    File { path: PathBuf, reason: String },
     #[error("intent {0} is defined twice")]
     Duplicate(String),
     #[error("no intent files in {0}, or no `unknown` intent among them")]
@@ -180,36 +180,41 @@ pub const LABELS_FILE: &str = "learned/labels.tsv";
 /// bulk).
 pub const CORPUS_DIR: &str = "corpus";
 
-/// Adds the messages of the `*.tsv` files in `dir`'s [`CORPUS_DIR`] to the
-/// examples of their intents; returns how many. A missing folder adds none;
-/// an unreadable line or an intent no file defines is an error naming the
-/// file.
-pub fn add_corpus(dir: &Path, specs: &mut [IntentSpec]) -> Result<usize, IntentError> {
-    let folder = dir.join(CORPUS_DIR);
-    let entries = match std::fs::read_dir(&folder) {
+/// The files ending in `.extension` in `folder`, sorted; none when the
+/// folder does not exist.
+fn files_in(folder: &Path, extension: &str) -> Result<Vec<PathBuf>, IntentError> {
+    let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(IntentError::Read {
-                path: folder,
+                path: folder.to_path_buf(),
                 source,
             })
         }
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Adds the messages of the `*.tsv` files in `dir`'s [`CORPUS_DIR`] to the
+/// examples of their intents; returns how many. A missing folder adds none;
+/// an unreadable line or an intent no file defines is an error naming the
+/// file.
+pub fn add_corpus(dir: &Path, specs: &mut [IntentSpec]) -> Result<usize, IntentError> {
     let mut added = 0;
-    for path in paths {
-        let samples = eval::read_samples(&path).map_err(|reason| IntentError::Corpus {
+    for path in files_in(&dir.join(CORPUS_DIR), "tsv")? {
+        let samples = eval::read_samples(&path).map_err(|reason| IntentError::File {
             path: path.clone(),
             reason,
         })?;
         for sample in samples {
             let Some(spec) = specs.iter_mut().find(|s| s.intent == sample.intent) else {
-                return Err(IntentError::Corpus {
+                return Err(IntentError::File {
                     path,
                     reason: format!("no intent {:?} (message {:?})", sample.intent, sample.text),
                 });
@@ -222,6 +227,45 @@ pub fn add_corpus(dir: &Path, specs: &mut [IntentSpec]) -> Result<usize, IntentE
         }
     }
     Ok(added)
+}
+
+/// The folder, under the intents' folder, of `defer_when` patterns shared
+/// by several intents (another shop's order reads like any of ours), one
+/// list per `*.toml` file instead of a copy in every intent's file.
+pub const DEFER_DIR: &str = "defer";
+
+/// A file of [`DEFER_DIR`]: patterns added to the `defer_when` of each of
+/// `intents`.
+#[derive(Debug, Deserialize)]
+struct SharedDefer {
+    intents: Vec<String>,
+    patterns: Vec<String>,
+}
+
+/// Adds the patterns of `dir`'s [`DEFER_DIR`] files to the `defer_when` of
+/// the intents they name. A missing folder adds none; an intent no file
+/// defines is an error naming the file.
+fn add_shared_defers(dir: &Path, specs: &mut [IntentSpec]) -> Result<(), IntentError> {
+    for path in files_in(&dir.join(DEFER_DIR), "toml")? {
+        let text = std::fs::read_to_string(&path).map_err(|source| IntentError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let shared: SharedDefer = toml::from_str(&text).map_err(|source| IntentError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        for intent in &shared.intents {
+            let Some(spec) = specs.iter_mut().find(|s| &s.intent == intent) else {
+                return Err(IntentError::File {
+                    path,
+                    reason: format!("no intent {intent:?}"),
+                });
+            };
+            spec.defer_when.extend(shared.patterns.iter().cloned());
+        }
+    }
+    Ok(())
 }
 
 /// A message an operator labelled with its right intent.
@@ -385,6 +429,7 @@ impl IntentModel {
         if specs.is_empty() || !specs.iter().any(|s| s.intent == UNKNOWN) {
             return Err(IntentError::Missing(dir.to_path_buf()));
         }
+        add_shared_defers(dir, &mut specs)?;
         add_corpus(dir, &mut specs)?;
         let labels = read_labels(dir)?;
         Self::with_labels(specs, &labels, lexicon, thresholds)
@@ -964,6 +1009,40 @@ mod tests {
             .any(|e| e == "good morning folks"));
         assert_eq!(specs[0].examples["es"], ["hola buenas"]);
         assert_eq!(specs[1].examples["en"].len(), 1);
+    }
+
+    #[test]
+    fn a_shared_defer_list_joins_the_intents_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut specs = vec![
+            spec("order_status", &["where is my order"]),
+            spec("greeting", &["hello"]),
+        ];
+        // No folder: nothing added.
+        add_shared_defers(dir.path(), &mut specs).unwrap();
+        assert!(specs[0].defer_when.is_empty());
+        let folder = dir.path().join(DEFER_DIR);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(
+            folder.join("shops.toml"),
+            "intents = [\"order_status\"]\npatterns = ['\\bzara\\b']\n",
+        )
+        .unwrap();
+        add_shared_defers(dir.path(), &mut specs).unwrap();
+        assert_eq!(specs[0].defer_when, [r"\bzara\b"]);
+        assert!(specs[1].defer_when.is_empty());
+        std::fs::write(
+            folder.join("typo.toml"),
+            "intents = [\"order_stats\"]\npatterns = ['x']\n",
+        )
+        .unwrap();
+        let err = add_shared_defers(dir.path(), &mut specs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("typo.toml") && err.contains("order_stats"),
+            "{err}"
+        );
     }
 
     #[test]
