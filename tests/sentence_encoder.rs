@@ -1,0 +1,69 @@
+//! The multilingual sentence encoder on the model `models/fetch.sh` unpacks:
+//! the same request in five languages lands closer together than different
+//! requests in one language.
+
+use std::path::PathBuf;
+
+use voxline::dialog::intent::encoder::{SentenceEncoder, DIM};
+
+fn encoder() -> SentenceEncoder {
+    let dir =
+        PathBuf::from(std::env::var_os("VOXLINE_MODELS_DIR").unwrap_or_else(|| "models".into()))
+            .join("use-m3");
+    SentenceEncoder::load(&dir).expect("models/use-m3 (./x setup fetches it)")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn one_request_in_five_languages_is_closer_than_two_requests_in_one() {
+    let enc = encoder();
+    let cancel = [
+        "I want to cancel my order",
+        "quiero cancelar mi pedido",
+        "voglio annullare il mio ordine",
+        "quero cancelar a minha encomenda",
+        "je veux annuler ma commande",
+    ]
+    .map(|t| enc.encode(t));
+    let track = enc.encode("where is my parcel? it has not arrived");
+    for v in cancel.iter().chain([&track]) {
+        assert_eq!(v.len(), DIM);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+    }
+    let across = cancel[1..].iter().map(|v| cosine(&cancel[0], v));
+    let apart = cosine(&cancel[0], &track);
+    for (i, sim) in across.enumerate() {
+        if std::env::var_os("VOXLINE_PRINT").is_some() {
+            eprintln!("{i} {sim} vs {apart}");
+        }
+        assert!(
+            sim > apart + 0.2,
+            "translation {i}: {sim} vs different request {apart}"
+        );
+    }
+}
+
+#[test]
+fn empty_odd_and_very_long_text_give_a_unit_vector() {
+    let enc = encoder();
+    let long = "pedido ".repeat(2000);
+    for text in ["", "   ", "😀🛒", "\u{0}\u{7f}", long.as_str()] {
+        let v = enc.encode(text);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "{text:?}: norm {norm}");
+    }
+}
+
+#[test]
+fn a_missing_or_damaged_model_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = SentenceEncoder::load(dir.path()).err().expect("no model");
+    assert!(err.to_string().contains("sp.model"), "{err}");
+    std::fs::write(dir.path().join("sp.model"), b"\x0a\x05ab").expect("write");
+    let err = SentenceEncoder::load(dir.path()).err().expect("damaged");
+    assert!(err.to_string().contains("sp.model"), "{err}");
+}
