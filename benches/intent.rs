@@ -2,7 +2,9 @@
 //! extraction and the classifier. Target: under 2 ms p99 on 2 cores.
 //!
 //! `cargo bench --bench intent` prints criterion's estimates, then the
-//! p50/p99/max over 20,000 single classifications of the mixed messages.
+//! p50/p99/max over 20,000 single classifications of the mixed messages,
+//! with the sentence encoder (the default) and without it (n-grams alone),
+//! the two interleaved call by call.
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,21 +21,28 @@ const MESSAGES: &[(&str, &str)] = &[
     ("en", "stop"),
 ];
 
-fn model() -> IntentModel {
+/// The model as the service builds it; `encoder: false` turns the sentence
+/// encoder off.
+fn model(encoder: bool) -> IntentModel {
     let config = voxline::dialog::DialogConfig {
         data_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data"),
+        sentence_encoder: (!encoder).then(std::path::PathBuf::new),
         ..Default::default()
     };
-    voxline::dialog::cli::intent_model(&config).expect("intent data")
+    let started = Instant::now();
+    let m = voxline::dialog::cli::intent_model(&config).expect("intent data");
+    eprintln!(
+        "start-up (load + train), sentence encoder {}: {:.0} ms",
+        if encoder { "on" } else { "off" },
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    m
 }
 
 fn intent(c: &mut Criterion) {
-    let started = Instant::now();
-    let m = model();
-    eprintln!(
-        "start-up (load + train): {:.0} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    let m = model(true);
+    let ngrams = model(false);
+    assert!(m.encoder().is_some(), "models/use-m3 is missing: ./x setup");
     for (lang, text) in MESSAGES {
         c.bench_function(
             &format!(
@@ -43,23 +52,48 @@ fn intent(c: &mut Criterion) {
             |b| b.iter(|| black_box(m.classify(black_box(text), None))),
         );
     }
-    let mut samples: Vec<f64> = (0..20_000)
-        .map(|i| {
-            let (_, text) = MESSAGES[i % MESSAGES.len()];
-            let t = Instant::now();
-            black_box(m.classify(text, None));
-            t.elapsed().as_secs_f64() * 1e6
-        })
+    // The mixed messages above, then every message of the labelled set
+    // (347 real-length messages in five languages); the two models take
+    // turns in blocks of 500 calls, so that neither runs on a cache the
+    // other just filled.
+    let labelled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/intents/labelled.tsv"),
+    )
+    .expect("labelled set");
+    let labelled: Vec<&str> = labelled
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("lang\t"))
+        .filter_map(|l| l.split('\t').nth(1))
         .collect();
-    samples.sort_by(f64::total_cmp);
-    let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
-    eprintln!(
-        "classify over {} calls: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
-        samples.len(),
-        q(0.5),
-        q(0.99),
-        q(1.0)
-    );
+    let mixed: Vec<&str> = MESSAGES.iter().map(|(_, t)| *t).collect();
+    for (set, texts, calls) in [("mixed", &mixed, 20_000), ("labelled", &labelled, 3_470)] {
+        let mut with = Vec::with_capacity(calls);
+        let mut without = Vec::with_capacity(calls);
+        for block in (0..calls).collect::<Vec<_>>().chunks(500) {
+            for (model, samples) in [(&m, &mut with), (&ngrams, &mut without)] {
+                for &i in block {
+                    let text = texts[i % texts.len()];
+                    let t = Instant::now();
+                    black_box(model.classify(text, None));
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        for (name, samples) in [
+            ("with the sentence encoder", &mut with),
+            ("n-grams alone", &mut without),
+        ] {
+            samples.sort_by(f64::total_cmp);
+            let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+            eprintln!(
+                "classify the {set} messages {name}, over {} calls: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+                samples.len(),
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            );
+        }
+    }
 }
 
 criterion_group! {

@@ -39,6 +39,7 @@ pub fn intent_model(config: &DialogConfig) -> Result<IntentModel, DialogError> {
         &config.data_dir.join("intents"),
         lexicon,
         config.thresholds,
+        config.load_sentence_encoder()?,
     )?)
 }
 

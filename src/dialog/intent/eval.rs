@@ -198,7 +198,7 @@ mod tests {
     fn macro_f1_and_confident_wrong_on_a_toy_model() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/intents");
         let model =
-            IntentModel::load(&dir, Default::default(), Default::default()).expect("intents");
+            IntentModel::load(&dir, Default::default(), Default::default(), None).expect("intents");
         let samples = vec![
             Sample {
                 lang: "en".into(),

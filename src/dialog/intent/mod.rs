@@ -11,17 +11,20 @@
 //! everything the rules miss.
 
 pub mod classifier;
+pub mod encoder;
 pub mod eval;
 pub mod slots;
 pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use regex::RegexSet;
 use serde::{Deserialize, Serialize};
 
 use classifier::{Classifier, Training};
+use encoder::SentenceEncoder;
 pub use slots::{DateRef, Lexicon, Slots};
 
 /// The intent every message falls back to when nothing is sure enough.
@@ -388,6 +391,8 @@ pub struct IntentModel {
     unsure_when: Vec<Vec<regex::Regex>>,
     defer_when: Vec<Vec<regex::Regex>>,
     intents: Classifier,
+    /// The sentence encoder the intent classifier reads beside its n-grams.
+    encoder: Option<Arc<SentenceEncoder>>,
     languages: Vec<String>,
     /// Indices of `languages` that detection may answer.
     detectable: Vec<usize>,
@@ -400,8 +405,14 @@ pub struct IntentModel {
 }
 
 impl IntentModel {
-    /// Reads every `*.toml` in `dir` and trains the classifiers.
-    pub fn load(dir: &Path, lexicon: Lexicon, thresholds: Thresholds) -> Result<Self, IntentError> {
+    /// Reads every `*.toml` in `dir` and trains the classifiers; the intent
+    /// classifier reads the `encoder`'s vectors too, when there is one.
+    pub fn load(
+        dir: &Path,
+        lexicon: Lexicon,
+        thresholds: Thresholds,
+        encoder: Option<Arc<SentenceEncoder>>,
+    ) -> Result<Self, IntentError> {
         // Below 1 a matching rule would count against its intent.
         if !(thresholds.rule_odds.is_finite() && thresholds.rule_odds >= 1.0) {
             return Err(IntentError::RuleOdds(thresholds.rule_odds));
@@ -432,7 +443,7 @@ impl IntentModel {
         add_shared_defers(dir, &mut specs)?;
         add_corpus(dir, &mut specs)?;
         let labels = read_labels(dir)?;
-        Self::with_labels(specs, &labels, lexicon, thresholds)
+        Self::with_labels(specs, &labels, lexicon, thresholds, encoder)
     }
 
     pub fn from_specs(
@@ -440,7 +451,7 @@ impl IntentModel {
         lexicon: Lexicon,
         thresholds: Thresholds,
     ) -> Result<Self, IntentError> {
-        Self::with_labels(specs, &[], lexicon, thresholds)
+        Self::with_labels(specs, &[], lexicon, thresholds, None)
     }
 
     /// Trains on the specs' examples and the operators' labels. A label
@@ -452,6 +463,7 @@ impl IntentModel {
         labels: &[Label],
         lexicon: Lexicon,
         thresholds: Thresholds,
+        encoder: Option<Arc<SentenceEncoder>>,
     ) -> Result<Self, IntentError> {
         let mut learned = std::collections::HashMap::new();
         for label in labels {
@@ -509,14 +521,21 @@ impl IntentModel {
         languages.dedup();
         let mut intent_docs = Vec::new();
         let mut language_docs = Vec::new();
+        let mut raw = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             for (lang, examples) in &spec.examples {
                 let l = languages.iter().position(|x| x == lang).unwrap_or(0);
                 for e in examples {
                     let folded = text::fold(e);
-                    intent_docs.push((folded.clone(), i));
-                    language_docs.push((folded, l));
+                    intent_docs.push((folded.clone(), i, None));
+                    language_docs.push((folded, l, None));
+                    raw.push(e.as_str());
                 }
+            }
+        }
+        if let Some(encoder) = &encoder {
+            for (doc, v) in intent_docs.iter_mut().zip(encoder.encode_all(&raw)) {
+                doc.2 = Some(v);
             }
         }
         let intents = Classifier::train(&intent_docs, specs.len(), Training::default());
@@ -531,6 +550,7 @@ impl IntentModel {
             unsure_when,
             defer_when,
             intents,
+            encoder,
             detectable: (0..languages.len()).collect(),
             languages,
             language,
@@ -579,7 +599,7 @@ impl IntentModel {
     /// The language of a message, among those the examples cover (and
     /// [`Self::detect_among`] allows).
     pub fn detect_language(&self, folded: &str) -> &str {
-        let p = self.language.probabilities(folded);
+        let p = self.language.probabilities(folded, None);
         &self.languages[self.most_likely(&p)]
     }
 
@@ -597,7 +617,7 @@ impl IntentModel {
     /// that serves Italian alone must still see that a sentence is
     /// English), its probability, and the probability of `expected`.
     pub fn language_odds(&self, folded: &str, expected: &str) -> (&str, f32, f32) {
-        let p = self.language.probabilities(folded);
+        let p = self.language.probabilities(folded, None);
         let best = argmax(&p);
         let expected = self
             .languages
@@ -640,7 +660,8 @@ impl IntentModel {
                 learned: true,
             };
         }
-        let mut p = self.intents.probabilities(&folded);
+        let vector = self.encoder.as_ref().map(|e| e.encode(message));
+        let mut p = self.intents.probabilities(&folded, vector.as_deref());
         let matched = self.matched_intents(&folded);
         for &i in &matched {
             p[i] *= self.thresholds.rule_odds;
@@ -728,6 +749,11 @@ impl IntentModel {
     pub fn vocabulary(&self) -> usize {
         self.intents.vocabulary()
     }
+
+    /// The sentence encoder the intent classifier reads, if any.
+    pub fn encoder(&self) -> Option<Arc<SentenceEncoder>> {
+        self.encoder.clone()
+    }
 }
 
 fn argmax(p: &[f32]) -> usize {
@@ -742,7 +768,7 @@ mod tests {
 
     fn model() -> IntentModel {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/intents");
-        IntentModel::load(&dir, Lexicon::default(), Thresholds::default()).unwrap()
+        IntentModel::load(&dir, Lexicon::default(), Thresholds::default(), None).unwrap()
     }
 
     #[test]
@@ -1053,7 +1079,7 @@ mod tests {
                 rule_odds: odds,
                 ..Thresholds::default()
             };
-            let err = IntentModel::load(&dir, Lexicon::default(), thresholds)
+            let err = IntentModel::load(&dir, Lexicon::default(), thresholds, None)
                 .err()
                 .expect("refused")
                 .to_string();

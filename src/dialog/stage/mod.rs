@@ -48,6 +48,8 @@ pub enum DialogError {
     Data { path: String, message: String },
     #[error("LLM client: {0}")]
     Llm(String),
+    #[error(transparent)]
+    Encoder(#[from] crate::dialog::intent::encoder::EncoderError),
 }
 
 /// `data/dialog.toml`.
@@ -132,8 +134,13 @@ impl DialogStage {
                 Lexicon::default()
             }
         };
-        let mut intents =
-            IntentModel::load(&data.join("intents"), lexicon.clone(), config.thresholds)?;
+        let encoder = config.load_sentence_encoder()?;
+        let mut intents = IntentModel::load(
+            &data.join("intents"),
+            lexicon.clone(),
+            config.thresholds,
+            encoder,
+        )?;
         intents.detect_among(&config.languages);
         let templates = Templates::load(&data.join("templates"))?;
         // Everything voxline says must exist in every language it serves.
@@ -197,7 +204,12 @@ impl DialogStage {
     pub fn reload_intents(&self) -> Result<usize, DialogError> {
         let inner = &self.inner;
         let dir = inner.config.data_dir.join("intents");
-        let mut model = IntentModel::load(&dir, inner.lexicon.clone(), inner.config.thresholds)?;
+        let mut model = IntentModel::load(
+            &dir,
+            inner.lexicon.clone(),
+            inner.config.thresholds,
+            inner.intents().encoder(),
+        )?;
         model.detect_among(&inner.config.languages);
         let learned = model.learned();
         *inner.intents.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
