@@ -67,3 +67,46 @@ fn a_missing_or_damaged_model_is_an_error_naming_the_file() {
     let err = SentenceEncoder::load(dir.path()).err().expect("damaged");
     assert!(err.to_string().contains("sp.model"), "{err}");
 }
+
+#[test]
+fn many_texts_at_once_give_the_same_vectors_cached_or_not() {
+    // The model's files linked into a scratch folder, so that its cache is
+    // this test's own.
+    let models =
+        PathBuf::from(std::env::var_os("VOXLINE_MODELS_DIR").unwrap_or_else(|| "models".into()))
+            .join("use-m3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["sp.model", "weights"] {
+        std::os::unix::fs::symlink(
+            std::fs::canonicalize(models.join(name)).expect("model file"),
+            dir.path().join(name),
+        )
+        .expect("link");
+    }
+    let enc = SentenceEncoder::load(dir.path()).expect("encoder");
+    let texts = [
+        "¿dónde está mi pedido?",
+        "annulla l'ordine 2210",
+        "annulla l'ordine 2210",
+        "obrigado!",
+        "",
+    ];
+    let one_by_one: Vec<Vec<f32>> = texts.iter().map(|t| enc.encode(t)).collect();
+    assert_eq!(enc.encode_all(&texts), one_by_one, "computed");
+    let cache = dir.path().join("cache.bin");
+    let written = std::fs::metadata(&cache).expect("cache written").len();
+    assert_eq!(enc.encode_all(&texts), one_by_one, "read from the cache");
+    assert_eq!(std::fs::metadata(&cache).expect("cache").len(), written);
+    // A cache cut short is recomputed, not believed.
+    let bytes = std::fs::read(&cache).expect("cache");
+    std::fs::write(&cache, &bytes[..bytes.len() - 7]).expect("cut");
+    assert_eq!(enc.encode_all(&texts), one_by_one, "after a damaged cache");
+    assert_eq!(std::fs::metadata(&cache).expect("cache").len(), written);
+    // A new text joins the cache beside the four distinct old ones: one
+    // record more (its hash and 512 numbers).
+    let more = ["je voudrais parler à quelqu'un", "obrigado!"];
+    let expected: Vec<Vec<f32>> = more.iter().map(|t| enc.encode(t)).collect();
+    assert_eq!(enc.encode_all(&more), expected);
+    let grown = std::fs::metadata(&cache).expect("cache").len();
+    assert_eq!(grown, written + 8 + 4 * DIM as u64);
+}

@@ -27,6 +27,10 @@ const CHUNKS: usize = 17;
 const WINDOWS: [(usize, usize); 3] = [(2, 0), (3, 1), (5, 2)];
 /// Pieces read per message; the rest of a very long message is not read.
 const MAX_PIECES: usize = 256;
+/// Characters segmented per message: no piece of the model is longer than
+/// 16, so these always give [`MAX_PIECES`], and segmenting stays bounded
+/// however long the text.
+const MAX_CHARS: usize = MAX_PIECES * 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -270,6 +274,10 @@ impl SentenceEncoder {
 
     /// The message's vector: [`DIM`] numbers of length 1.
     pub fn encode(&self, text: &str) -> Vec<f32> {
+        let text = text
+            .char_indices()
+            .nth(MAX_CHARS)
+            .map_or(text, |(end, _)| &text[..end]);
         let mut ids = self.pieces.encode(text);
         if ids.len() > MAX_PIECES {
             ids.truncate(MAX_PIECES - 1);
