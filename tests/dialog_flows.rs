@@ -208,9 +208,18 @@ async fn no_wait_cancels_and_a_later_yes_commits_nothing() {
 async fn anything_but_yes_cancels_and_is_answered_itself() {
     let shop = shop().await;
     shop.text(MARIA, "please cancel order 1842").await;
+    // A write the classifier is not sure enough of (delivery_change at
+    // 0.947 with the sentence encoder, under write_from 0.95) is asked
+    // about first; the yes goes on to the proposal, with the day the
+    // customer already gave.
     let (reply, _) = shop
         .text(MARIA, "Can you deliver order 1842 on Friday?")
         .await;
+    assert_eq!(
+        reply,
+        "Do you want to move the delivery of your order 1842 to another day, or is it something else?"
+    );
+    let (reply, _) = shop.text(MARIA, "yes").await;
     assert_eq!(
         reply,
         "I can move order 1842 to Friday 27 November. Reply yes to confirm."

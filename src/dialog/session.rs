@@ -79,6 +79,10 @@ pub struct Collected {
     /// cancel your order?"); a yes next is that intent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clarifying: Option<String>,
+    /// The slots of the message asked about ("on Friday"), which a yes
+    /// carries on to the intent instead of asking for them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clarifying_slots: Option<super::intent::Slots>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,13 +1,14 @@
 //! The fast intent path: rules and a small classifier, both read from the
 //! operator's data files (`data/intents/*.toml`), answer what the customer
-//! wants, in which language, with which slots and how sure we are, in well
-//! under a millisecond.
+//! wants, in which language, with which slots and how sure we are, in about
+//! a millisecond.
 //!
 //! Each intent file holds the intent's name, regular expressions over the
 //! folded text (see [`text::fold`]) and example messages per language. At
 //! start-up the examples train two [`classifier::Classifier`]s: one for the
-//! intent, one for the language. A rule match makes its intent a strong
-//! candidate; the classifier decides between candidates and covers
+//! intent, which also reads the multilingual [`encoder`]'s vector of the
+//! message, and one for the language. A rule match makes its intent a
+//! strong candidate; the classifier decides between candidates and covers
 //! everything the rules miss.
 
 pub mod classifier;
@@ -119,8 +120,10 @@ pub struct Thresholds {
     /// n-grams alone at 0.9: 8,739 and 68).
     pub fast_path_from: f32,
     /// A careful intent (a write, checkout, a complaint) is acted on only
-    /// from this confidence (default 0.9); between `unknown_below` and here
-    /// the customer is asked whether that is what they want.
+    /// from this confidence (default 0.95, as `fast_path_from`, so that a
+    /// write is never acted on more readily than an answer); between
+    /// `unknown_below` and here the customer is asked whether that is what
+    /// they want.
     pub write_from: f32,
     /// A careful intent whose runner-up is closer than this is asked about
     /// too, however sure it is (default 0.2).
@@ -141,7 +144,7 @@ impl Default for Thresholds {
         Self {
             unknown_below: 0.4,
             fast_path_from: 0.95,
-            write_from: 0.9,
+            write_from: 0.95,
             clarify_margin: 0.2,
             rule_odds: 2.0,
         }

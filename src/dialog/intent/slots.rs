@@ -5,13 +5,13 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::text::{fold, words};
 
 /// A day the customer named, resolved to a calendar date by the dialog
 /// stage against its clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DateRef {
     /// Monday is 0.
@@ -23,7 +23,7 @@ pub enum DateRef {
 }
 
 /// What the customer's message says about the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slots {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
@@ -41,6 +41,15 @@ pub struct Slots {
 impl Slots {
     pub fn is_empty(&self) -> bool {
         *self == Slots::default()
+    }
+
+    /// Fills the slots this message left empty from `earlier`'s.
+    pub fn fill_from(&mut self, earlier: Slots) {
+        self.order = self.order.take().or(earlier.order);
+        self.product = self.product.take().or(earlier.product);
+        self.quantity = self.quantity.or(earlier.quantity);
+        self.date = self.date.or(earlier.date);
+        self.address = self.address.take().or(earlier.address);
     }
 }
 

@@ -595,12 +595,17 @@ impl<'a> Exchange<'a> {
     }
 
     /// A yes to "do you want to cancel your order?" is that intent, with
-    /// the order the question named.
+    /// the order the question named and the other slots of the message
+    /// that was asked about.
     fn take_clarified(&mut self, folded: &str) {
+        let asked_slots = self.session.slots.clarifying_slots.take();
         let Some(asked) = self.session.slots.clarifying.take() else {
             return;
         };
         if self.inner.words.yes.iter().any(|w| w == folded) {
+            if let Some(earlier) = asked_slots {
+                self.c.slots.fill_from(earlier);
+            }
             self.c.intent = asked;
             self.c.fast_path = true;
             self.c.clarify = None;
@@ -634,6 +639,7 @@ impl<'a> Exchange<'a> {
             self.session.slots.order = Some(o.clone());
         }
         self.session.slots.clarifying = Some(intent);
+        self.session.slots.clarifying_slots = Some(self.c.slots.clone());
         self.finish(Answer::done(text)).await;
         true
     }
