@@ -19,7 +19,8 @@
 //! - [`stt`]: the [`stt::SpeechToText`] trait and its whisper.cpp provider,
 //!   which turns prepared speech into a [`stt::Transcript`].
 //! - [`dialog`]: decides the reply to a transcript or a typed message: a fast
-//!   intent path (rules and a classifier trained from `data/intents`), the
+//!   intent path (rules and a classifier trained from `data/intents` that
+//!   also reads a multilingual sentence encoder's vector), the
 //!   commerce backend, confirmed writes, per-number sessions and an LLM with
 //!   fallbacks for the rest; streams reply text chunks.
 //! - [`tts`]: speaks the reply as it is written: a sentence aggregator cuts
