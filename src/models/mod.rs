@@ -9,6 +9,7 @@
 pub mod ct2;
 pub mod ggml;
 pub mod mel;
+pub mod npy;
 pub mod vocab;
 
 use std::fs;

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::models::npy::{parse_npy, Data};
+
 /// Width of one style vector.
 pub const STYLE: usize = 256;
 
@@ -78,54 +80,17 @@ impl Style {
     /// From the bytes of a `.npy` file: version 1 to 3, `<f4`, C order,
     /// shape (510, 1, 256) or (510, 256).
     pub fn parse_npy(bytes: &[u8]) -> Result<Self, String> {
-        let magic = b"\x93NUMPY";
-        if bytes.len() < 10 || &bytes[..6] != magic {
-            return Err("not a .npy file".into());
-        }
-        let (header_len, start) = match bytes[6] {
-            1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-            2 | 3 if bytes.len() >= 12 => (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            ),
-            v => return Err(format!(".npy version {v} is not supported")),
-        };
-        let header = bytes
-            .get(start..start + header_len)
-            .ok_or("the .npy header is cut short")?;
-        let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
-        let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-        if !compact.contains("'descr':'<f4'") {
+        let array = parse_npy(bytes)?;
+        if array.shape != [ROWS, 1, STYLE] && array.shape != [ROWS, STYLE] {
             return Err(format!(
-                "expected little-endian f32 data, the header says {header:?}"
+                "expected shape ({ROWS}, 1, {STYLE}), the file says {:?}",
+                array.shape
             ));
         }
-        if !compact.contains("'fortran_order':False") {
-            return Err("Fortran-ordered arrays are not supported".into());
+        match array.data {
+            Data::F32(rows) => Ok(Self { rows }),
+            Data::U8(_) => Err("expected f32 data, the file holds bytes".into()),
         }
-        let shape_ok = compact.contains(&format!("'shape':({ROWS},1,{STYLE})"))
-            || compact.contains(&format!("'shape':({ROWS},{STYLE})"));
-        if !shape_ok {
-            return Err(format!(
-                "expected shape ({ROWS}, 1, {STYLE}), the header says {header:?}"
-            ));
-        }
-        let data = &bytes[start + header_len..];
-        if data.len() != ROWS * STYLE * 4 {
-            return Err(format!(
-                "expected {} bytes of data, found {}",
-                ROWS * STYLE * 4,
-                data.len()
-            ));
-        }
-        let rows: Vec<f32> = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if rows.iter().any(|v| !v.is_finite()) {
-            return Err("the style vectors hold values that are not numbers".into());
-        }
-        Ok(Self { rows })
     }
 
     /// The style vector for an input of `phonemes` symbols (1 to 510).
