@@ -127,11 +127,11 @@ impl Classifier {
         rng.shuffle(&mut order);
         // Fit the temperature on a held-out fifth, then train on everything.
         let held: Vec<usize> = order.iter().copied().step_by(5).collect();
-        let fit: Vec<Doc> = order
+        let fit: Vec<&Doc> = order
             .iter()
             .enumerate()
             .filter(|(i, _)| i % 5 != 0)
-            .map(|(_, &d)| docs[d].clone())
+            .map(|(_, &d)| &docs[d])
             .collect();
         let probe = Self::fit(&fit, classes, training, 1.0);
         let temperature = if held.is_empty() {
@@ -153,10 +153,15 @@ impl Classifier {
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map_or(1.0, |(t, _)| t)
         };
-        Self::fit(docs, classes, training, temperature)
+        Self::fit(
+            &docs.iter().collect::<Vec<_>>(),
+            classes,
+            training,
+            temperature,
+        )
     }
 
-    fn fit(docs: &[Doc], classes: usize, training: Training, temperature: f32) -> Self {
+    fn fit(docs: &[&Doc], classes: usize, training: Training, temperature: f32) -> Self {
         let mut index: HashMap<u64, u32> = HashMap::new();
         let mut df: Vec<f32> = Vec::new();
         let mut hashes = Vec::new();
