@@ -110,3 +110,27 @@ fn many_texts_at_once_give_the_same_vectors_cached_or_not() {
     let grown = std::fs::metadata(&cache).expect("cache").len();
     assert_eq!(grown, written + 8 + 4 * DIM as u64);
 }
+
+/// Eight messages, short to 40 pieces (one thread and two, every way the
+/// matrix products split their rows), against vectors kept from the
+/// encoder's first version, which was checked against the wheel's numpy code.
+#[test]
+fn vectors_match_the_reference_kept_from_the_checked_version() {
+    let e = encoder();
+    let reference = include_str!("encoder/reference.tsv");
+    let mut checked = 0;
+    for line in reference.lines().filter(|l| !l.starts_with('#')) {
+        let (text, numbers) = line.split_once('\t').expect("text<TAB>numbers");
+        let expected: Vec<f32> = numbers
+            .split(' ')
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert_eq!(expected.len(), DIM);
+        let got = e.encode(text);
+        let c = cosine(&got, &expected);
+        assert!(c > 0.99999, "{text:?}: cosine {c}");
+        assert_eq!(got, e.encode(text), "{text:?}: two runs differ");
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+}
