@@ -1,8 +1,9 @@
 //! `out += a · w`, the encoder's one heavy operation, for `a` of rows × `k`
 //! and `w` of `k` × `cols`, both row major.
 //!
-//! With AVX2 and FMA (checked at run time) and `cols` a multiple of 64 (all
-//! of the encoder's matrices), a block of `out` is kept in registers across
+//! The weights are half-precision numbers ([`Weights`]). With AVX2, FMA and
+//! F16C (checked at run time) and `cols` a multiple of 64 (all of the
+//! encoder's matrices), each is widened as it is loaded and a block of `out` is kept in registers across
 //! the whole of `k`: six rows by 16 columns, each step reading two vectors of
 //! `w` and six numbers of `a` for twelve fused multiply-adds, so the loop is
 //! bound by arithmetic rather than by loads and stores of `out`. The rows
@@ -10,37 +11,68 @@
 //! there are always eight independent sums in flight. Elsewhere a portable
 //! loop computes the same sums in another order.
 
-/// A matrix's numbers starting on a 64-byte boundary, so that each block of
-/// 16 columns read per step is one cache line rather than parts of two (the
-/// allocator places large buffers 16 bytes past a page).
-pub struct Aligned {
-    buf: Vec<f32>,
+/// A matrix's weights, kept as half-precision numbers (IEEE binary16): half
+/// the bytes to bring from memory on every message, which is what a short
+/// message waits for (the encoder's 12 MB of weights do not stay in the
+/// second-level cache between messages). They start on a 64-byte boundary
+/// so that a block of 16 columns is half a cache line, never parts of two.
+/// The same numbers widened back to f32 serve the portable loop, so that
+/// both loops multiply by the same values.
+pub struct Weights {
+    halves: Vec<u16>,
     start: usize,
-    len: usize,
+    numbers: Vec<f32>,
 }
 
-impl Aligned {
-    pub fn new(numbers: Vec<f32>) -> Self {
-        let len = numbers.len();
-        let mut buf = Vec::<f32>::with_capacity(len + 16);
-        let start = buf.as_ptr().align_offset(64).min(16);
-        buf.resize(start, 0.0);
-        buf.extend(numbers);
-        Self { buf, start, len }
+impl Weights {
+    pub fn new(numbers: &[f32]) -> Self {
+        let mut halves = Vec::<u16>::with_capacity(numbers.len() + 32);
+        let start = halves.as_ptr().align_offset(64).min(32);
+        halves.resize(start, 0);
+        halves.extend(numbers.iter().map(|&x| half::f16::from_f32(x).to_bits()));
+        let numbers = halves[start..]
+            .iter()
+            .map(|&h| half::f16::from_bits(h).to_f32())
+            .collect();
+        Self {
+            halves,
+            start,
+            numbers,
+        }
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View {
+            halves: &self.halves[self.start..],
+            numbers: &self.numbers,
+        }
     }
 }
 
-impl std::ops::Deref for Aligned {
-    type Target = [f32];
+/// Some of a [`Weights`]' numbers, row major.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    halves: &'a [u16],
+    numbers: &'a [f32],
+}
 
-    fn deref(&self) -> &[f32] {
-        &self.buf[self.start..self.start + self.len]
+impl<'a> View<'a> {
+    /// The numbers `range`, for example some rows of the matrix.
+    pub fn slice(self, range: std::ops::Range<usize>) -> View<'a> {
+        View {
+            halves: &self.halves[range.clone()],
+            numbers: &self.numbers[range],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.numbers.len()
     }
 }
 
 /// `out += a · w`; `a.len()` is a multiple of `k`, `w` holds at least
 /// `k · cols` numbers and `out` at least `a.len() / k · cols`.
-pub fn matmul(a: &[f32], k: usize, w: &[f32], cols: usize, out: &mut [f32]) {
+pub fn matmul(a: &[f32], k: usize, w: View, cols: usize, out: &mut [f32]) {
     if k == 0 {
         return;
     }
@@ -53,13 +85,23 @@ pub fn matmul(a: &[f32], k: usize, w: &[f32], cols: usize, out: &mut [f32]) {
     if cols.is_multiple_of(64)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
     {
-        // SAFETY: the CPU has both features, checked just above, and the
-        // slices' lengths were checked against the shapes.
-        unsafe { fma::matmul(a.as_ptr(), rows, k, w.as_ptr(), cols, out.as_mut_ptr()) };
+        // SAFETY: the CPU has the three features, checked just above, and
+        // the slices' lengths were checked against the shapes.
+        unsafe {
+            fma::matmul(
+                a.as_ptr(),
+                rows,
+                k,
+                w.halves.as_ptr(),
+                cols,
+                out.as_mut_ptr(),
+            )
+        };
         return;
     }
-    portable(a, k, w, cols, out);
+    portable(a, k, w.numbers, cols, out);
 }
 
 /// Row by row of `a`, each of its numbers times a row of `w`.
@@ -80,14 +122,14 @@ mod fma {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// The CPU has AVX2 and FMA; `a` holds `rows · k` numbers, `w` `k · cols`
+    /// The CPU has AVX2, FMA and F16C; `a` holds `rows · k` numbers, `w` `k · cols`
     /// and `out` `rows · cols`; `cols` is a multiple of 64.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn matmul(
         a: *const f32,
         rows: usize,
         k: usize,
-        w: *const f32,
+        w: *const u16,
         cols: usize,
         out: *mut f32,
     ) {
@@ -113,14 +155,14 @@ mod fma {
     struct Shape {
         a: *const f32,
         k: usize,
-        w: *const f32,
+        w: *const u16,
         cols: usize,
         out: *mut f32,
     }
 
     impl Shape {
         /// Rows `r..r + R` of `out`, in blocks of `V` vectors (8 columns each).
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         #[inline]
         unsafe fn band<const R: usize, const V: usize>(&self, r: usize) {
             let mut j = 0;
@@ -132,7 +174,7 @@ mod fma {
 
         /// The `R` × `8V` block of `out` at row `r`, column `j`, summed in
         /// registers over all of `k`.
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         #[inline]
         unsafe fn block<const R: usize, const V: usize>(&self, r: usize, j: usize) {
             let mut sums = [[_mm256_setzero_ps(); V]; R];
@@ -144,7 +186,8 @@ mod fma {
             for p in 0..self.k {
                 let mut ws = [_mm256_setzero_ps(); V];
                 for (v, x) in ws.iter_mut().enumerate() {
-                    *x = _mm256_loadu_ps(self.w.add(p * self.cols + j + 8 * v));
+                    let at = self.w.add(p * self.cols + j + 8 * v);
+                    *x = _mm256_cvtph_ps(_mm_loadu_si128(at.cast()));
                 }
                 for (i, row) in sums.iter_mut().enumerate() {
                     let x = _mm256_set1_ps(*self.a.add((r + i) * self.k + p));
@@ -174,15 +217,16 @@ mod tests {
         let w: Vec<f32> = (0..k * cols)
             .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
             .collect();
+        let w = Weights::new(&w);
         for rows in 0..=13 {
             let a: Vec<f32> = (0..rows * k)
                 .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
                 .collect();
             let start: Vec<f32> = (0..rows * cols).map(|i| (i % 5) as f32).collect();
             let mut fast = start.clone();
-            matmul(&a, k, &w, cols, &mut fast);
+            matmul(&a, k, w.view(), cols, &mut fast);
             let mut plain = start.clone();
-            portable(&a, k, &w, cols, &mut plain);
+            portable(&a, k, w.view().numbers, cols, &mut plain);
             for (f, p) in fast.iter().zip(&plain) {
                 assert!((f - p).abs() < 1e-4, "{rows} rows: {f} against {p}");
             }
@@ -196,7 +240,8 @@ mod tests {
     fn a_narrow_product_is_added_to_what_out_held() {
         // [1 2; 3 4] · [1 2; 3 4] = [7 10; 15 22], plus 1 already in out.
         let mut out = vec![1.0; 4];
-        matmul(&[1.0, 2.0, 3.0, 4.0], 2, &[1.0, 2.0, 3.0, 4.0], 2, &mut out);
+        let w = Weights::new(&[1.0, 2.0, 3.0, 4.0]);
+        matmul(&[1.0, 2.0, 3.0, 4.0], 2, w.view(), 2, &mut out);
         assert_eq!(out, [8.0, 11.0, 16.0, 23.0]);
     }
 
@@ -204,7 +249,7 @@ mod tests {
     fn a_shape_that_does_not_fit_is_refused() {
         let result = std::panic::catch_unwind(|| {
             let mut out = vec![0.0; 3];
-            matmul(&[1.0; 4], 2, &[1.0; 4], 2, &mut out);
+            matmul(&[1.0; 4], 2, Weights::new(&[1.0; 4]).view(), 2, &mut out);
         });
         assert!(result.is_err());
     }

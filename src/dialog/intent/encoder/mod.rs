@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::models::npy::{parse_npy, Array, Data};
-use gemm::{matmul, Aligned};
+use gemm::{matmul, Weights};
 use pieces::Pieces;
 
 /// Numbers per sentence.
@@ -90,11 +90,11 @@ impl Reader<'_> {
 struct Branch {
     window: usize,
     before: usize,
-    project: Aligned,
+    project: Weights,
     project_bias: Vec<f32>,
     norm_gain: Vec<f32>,
     norm_bias: Vec<f32>,
-    conv: [Aligned; 2],
+    conv: [Weights; 2],
     conv_bias: [Vec<f32>; 2],
 }
 
@@ -111,15 +111,15 @@ pub struct SentenceEncoder {
     branches: Vec<Branch>,
     norm_gain: Vec<f32>,
     norm_bias: Vec<f32>,
-    pool: Aligned,
+    pool: Weights,
     pool_bias: Vec<f32>,
     /// The dense layers after pooling, by their names in the weights.
-    d0: Aligned,
-    d1: Aligned,
-    d2: Aligned,
-    d3: Aligned,
-    p1: Aligned,
-    p3: Aligned,
+    d0: Weights,
+    d1: Weights,
+    d2: Weights,
+    d3: Weights,
+    p1: Weights,
+    p3: Weights,
     eps: f32,
 }
 
@@ -153,13 +153,13 @@ impl SentenceEncoder {
             branches.push(Branch {
                 window,
                 before,
-                project: Aligned::new(r.f32s(&format!("proj{window}"), &[DIM, BRANCH])?),
+                project: Weights::new(&r.f32s(&format!("proj{window}"), &[DIM, BRANCH])?),
                 project_bias: r.f32s(&format!("proj_b{window}"), &[BRANCH])?,
                 norm_gain: r.f32s(&format!("ln_g{window}"), &[BRANCH])?,
                 norm_bias: r.f32s(&format!("ln_b{window}"), &[BRANCH])?,
                 conv: [
-                    Aligned::new(r.f32s(&format!("w1_{window}"), &[window * BRANCH, BRANCH])?),
-                    Aligned::new(r.f32s(&format!("w2_{window}"), &[window * BRANCH, BRANCH])?),
+                    Weights::new(&r.f32s(&format!("w1_{window}"), &[window * BRANCH, BRANCH])?),
+                    Weights::new(&r.f32s(&format!("w2_{window}"), &[window * BRANCH, BRANCH])?),
                 ],
                 conv_bias: [
                     r.f32s(&format!("b1_{window}"), &[BRANCH])?,
@@ -177,14 +177,14 @@ impl SentenceEncoder {
             branches,
             norm_gain: r.f32s("ln_g", &[FEATURES])?,
             norm_bias: r.f32s("ln_b", &[FEATURES])?,
-            pool: Aligned::new(r.f32s("cnn_W", &[FEATURES, DIM])?),
+            pool: Weights::new(&r.f32s("cnn_W", &[FEATURES, DIM])?),
             pool_bias: r.f32s("cnn_b", &[DIM])?,
-            d0: Aligned::new(r.f32s("d0", &[DIM, HIDDEN])?),
-            d1: Aligned::new(r.f32s("d1", &[HIDDEN, HIDDEN])?),
-            d2: Aligned::new(r.f32s("d2", &[HIDDEN, DIM])?),
-            d3: Aligned::new(r.f32s("d3", &[DIM, DIM])?),
-            p1: Aligned::new(r.f32s("p1", &[DIM, HIDDEN])?),
-            p3: Aligned::new(r.f32s("p3", &[HIDDEN, DIM])?),
+            d0: Weights::new(&r.f32s("d0", &[DIM, HIDDEN])?),
+            d1: Weights::new(&r.f32s("d1", &[HIDDEN, HIDDEN])?),
+            d2: Weights::new(&r.f32s("d2", &[HIDDEN, DIM])?),
+            d3: Weights::new(&r.f32s("d3", &[DIM, DIM])?),
+            p1: Weights::new(&r.f32s("p1", &[DIM, HIDDEN])?),
+            p3: Weights::new(&r.f32s("p3", &[HIDDEN, DIM])?),
             eps,
             pieces,
         })
@@ -236,23 +236,23 @@ impl SentenceEncoder {
             .iter()
             .map(|b| b * n as f32)
             .collect::<Vec<_>>();
-        matmul(&sum, FEATURES, &self.pool, DIM, &mut pooled);
+        matmul(&sum, FEATURES, self.pool.view(), DIM, &mut pooled);
         let root = (n as f32).sqrt();
         pooled.iter_mut().for_each(|v| *v /= root);
 
         let mut y0 = vec![0.0; HIDDEN];
-        matmul(&pooled, DIM, &self.d0, HIDDEN, &mut y0);
+        matmul(&pooled, DIM, self.d0.view(), HIDDEN, &mut y0);
         relu(&mut y0);
         let mut y1 = vec![0.0; HIDDEN];
-        matmul(&pooled, DIM, &self.p1, HIDDEN, &mut y1);
-        matmul(&y0, HIDDEN, &self.d1, HIDDEN, &mut y1);
+        matmul(&pooled, DIM, self.p1.view(), HIDDEN, &mut y1);
+        matmul(&y0, HIDDEN, self.d1.view(), HIDDEN, &mut y1);
         relu(&mut y1);
         let mut y2 = vec![0.0; DIM];
-        matmul(&y1, HIDDEN, &self.d2, DIM, &mut y2);
+        matmul(&y1, HIDDEN, self.d2.view(), DIM, &mut y2);
         relu(&mut y2);
         let mut z = vec![0.0; DIM];
-        matmul(&y1, HIDDEN, &self.p3, DIM, &mut z);
-        matmul(&y2, DIM, &self.d3, DIM, &mut z);
+        matmul(&y1, HIDDEN, self.p3.view(), DIM, &mut z);
+        matmul(&y2, DIM, self.d3.view(), DIM, &mut z);
         z.iter_mut().for_each(|v| *v = v.tanh());
         let norm = z.iter().map(|v| v * v).sum::<f32>().max(self.eps).sqrt();
         z.iter_mut().for_each(|v| *v /= norm);
@@ -305,8 +305,10 @@ impl SentenceEncoder {
 const PARALLEL_FROM: usize = 4;
 
 /// The cache file: this magic, then per text its FNV-1a hash (u64) and
-/// its [`DIM`] numbers, little-endian.
-const CACHE_MAGIC: &[u8] = b"voxline sentence vectors 1\n";
+/// its [`DIM`] numbers, little-endian. The version changes with the
+/// numbers the encoder computes (2: weights in half precision), so that a
+/// cache from before is computed again rather than mixed with new vectors.
+const CACHE_MAGIC: &[u8] = b"voxline sentence vectors 2\n";
 /// Texts the cache keeps at most (about 40 MB).
 const CACHE_TEXTS: usize = 20_000;
 
@@ -413,7 +415,7 @@ impl Branch {
     /// This branch's output for the `n` pieces `embedded`, `n` × [`BRANCH`].
     fn run(&self, embedded: &[f32], n: usize, eps: f32) -> Vec<f32> {
         let mut x = vec![0.0f32; n * BRANCH];
-        matmul(embedded, DIM, &self.project, BRANCH, &mut x);
+        matmul(embedded, DIM, self.project.view(), BRANCH, &mut x);
         for row in x.chunks_exact_mut(BRANCH) {
             add(row, &self.project_bias);
             layer_norm(row, &self.norm_gain, &self.norm_bias, eps);
@@ -429,7 +431,9 @@ impl Branch {
         let mut out = vec![0.0f32; n * BRANCH];
         for slot in 0..self.window {
             // Piece t reads piece t + slot - before.
-            let weights = &w[slot * BRANCH * BRANCH..(slot + 1) * BRANCH * BRANCH];
+            let weights = w
+                .view()
+                .slice(slot * BRANCH * BRANCH..(slot + 1) * BRANCH * BRANCH);
             let first = self.before.saturating_sub(slot);
             let last = (n + self.before).saturating_sub(slot).min(n);
             if first >= last {
@@ -490,13 +494,13 @@ mod tests {
         let branch = Branch {
             window: 3,
             before: 1,
-            project: Aligned::new(vec![]),
+            project: Weights::new(&[]),
             project_bias: vec![],
             norm_gain: vec![],
             norm_bias: vec![],
             conv: [
-                Aligned::new([identity(1.0), identity(2.0), identity(3.0)].concat()),
-                Aligned::new(vec![]),
+                Weights::new(&[identity(1.0), identity(2.0), identity(3.0)].concat()),
+                Weights::new(&[]),
             ],
             conv_bias: [vec![0.0; BRANCH], vec![]],
         };
