@@ -16,12 +16,11 @@
 /// message waits for (the encoder's 12 MB of weights do not stay in the
 /// second-level cache between messages). They start on a 64-byte boundary
 /// so that a block of 16 columns is half a cache line, never parts of two.
-/// The same numbers widened back to f32 serve the portable loop, so that
-/// both loops multiply by the same values.
+/// The portable loop widens the same numbers, so that both loops multiply
+/// by the same values.
 pub struct Weights {
     halves: Vec<u16>,
     start: usize,
-    numbers: Vec<f32>,
 }
 
 impl Weights {
@@ -30,21 +29,12 @@ impl Weights {
         let start = halves.as_ptr().align_offset(64).min(32);
         halves.resize(start, 0);
         halves.extend(numbers.iter().map(|&x| half::f16::from_f32(x).to_bits()));
-        let numbers = halves[start..]
-            .iter()
-            .map(|&h| half::f16::from_bits(h).to_f32())
-            .collect();
-        Self {
-            halves,
-            start,
-            numbers,
-        }
+        Self { halves, start }
     }
 
     pub fn view(&self) -> View<'_> {
         View {
             halves: &self.halves[self.start..],
-            numbers: &self.numbers,
         }
     }
 }
@@ -53,20 +43,18 @@ impl Weights {
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     halves: &'a [u16],
-    numbers: &'a [f32],
 }
 
 impl<'a> View<'a> {
     /// The numbers `range`, for example some rows of the matrix.
     pub fn slice(self, range: std::ops::Range<usize>) -> View<'a> {
         View {
-            halves: &self.halves[range.clone()],
-            numbers: &self.numbers[range],
+            halves: &self.halves[range],
         }
     }
 
     fn len(&self) -> usize {
-        self.numbers.len()
+        self.halves.len()
     }
 }
 
@@ -101,16 +89,21 @@ pub fn matmul(a: &[f32], k: usize, w: View, cols: usize, out: &mut [f32]) {
         };
         return;
     }
-    portable(a, k, w.numbers, cols, out);
+    portable(a, k, w.halves, cols, out);
 }
 
-/// Row by row of `a`, each of its numbers times a row of `w`.
-fn portable(a: &[f32], k: usize, w: &[f32], cols: usize, out: &mut [f32]) {
+/// Row by row of `w`, widened once and added to every row of `out` times
+/// the matching number of `a`.
+fn portable(a: &[f32], k: usize, w: &[u16], cols: usize, out: &mut [f32]) {
     let rows = a.len() / k;
-    for r in 0..rows {
-        let o = &mut out[r * cols..(r + 1) * cols];
-        for (i, &v) in a[r * k..(r + 1) * k].iter().enumerate() {
-            for (o, &x) in o.iter_mut().zip(&w[i * cols..(i + 1) * cols]) {
+    let mut widened = vec![0.0f32; cols];
+    for i in 0..k {
+        for (x, &h) in widened.iter_mut().zip(&w[i * cols..(i + 1) * cols]) {
+            *x = half::f16::from_bits(h).to_f32();
+        }
+        for r in 0..rows {
+            let v = a[r * k + i];
+            for (o, &x) in out[r * cols..(r + 1) * cols].iter_mut().zip(&widened) {
                 *o += x * v;
             }
         }
@@ -226,7 +219,7 @@ mod tests {
             let mut fast = start.clone();
             matmul(&a, k, w.view(), cols, &mut fast);
             let mut plain = start.clone();
-            portable(&a, k, w.view().numbers, cols, &mut plain);
+            portable(&a, k, w.view().halves, cols, &mut plain);
             for (f, p) in fast.iter().zip(&plain) {
                 assert!((f - p).abs() < 1e-4, "{rows} rows: {f} against {p}");
             }
