@@ -3,10 +3,11 @@
 //!
 //! The weights are half-precision numbers ([`Weights`]). With AVX2, FMA and
 //! F16C (checked at run time) and `cols` a multiple of 64 (all of the
-//! encoder's matrices), each is widened as it is loaded and a block of `out` is kept in registers across
-//! the whole of `k`: six rows by 16 columns, each step reading two vectors of
-//! `w` and six numbers of `a` for twelve fused multiply-adds, so the loop is
-//! bound by arithmetic rather than by loads and stores of `out`. The rows
+//! encoder's matrices), each is widened as it is loaded, and a block of
+//! `out` is kept in registers across the whole of `k`: six rows by 16
+//! columns, each step reading two vectors of `w` and six numbers of `a` for
+//! twelve fused multiply-adds, so the loop is bound by arithmetic rather
+//! than by loads and stores of `out`. The rows
 //! left over take narrower, wider blocks (4 × 16, 2 × 32, 1 × 64) so that
 //! there are always eight independent sums in flight. Elsewhere a portable
 //! loop computes the same sums in another order.

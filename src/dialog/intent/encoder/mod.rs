@@ -192,6 +192,13 @@ impl SentenceEncoder {
 
     /// The message's vector: [`DIM`] numbers of length 1.
     pub fn encode(&self, text: &str) -> Vec<f32> {
+        self.vector(text, true)
+    }
+
+    /// [`Self::encode`]; `second_core` lets a long message use another
+    /// thread, which [`Self::encode_all`] does not want: its workers already
+    /// take every core.
+    fn vector(&self, text: &str, second_core: bool) -> Vec<f32> {
         let text = text
             .char_indices()
             .nth(MAX_CHARS)
@@ -218,7 +225,7 @@ impl SentenceEncoder {
         let embedded: Vec<f32> = (0..n)
             .flat_map(|t| features[t * FEATURES..t * FEATURES + DIM].iter().copied())
             .collect();
-        for (b, c) in self.branches(&embedded, n).iter().enumerate() {
+        for (b, c) in self.branches(&embedded, n, second_core).iter().enumerate() {
             for t in 0..n {
                 let at = t * FEATURES + DIM + b * BRANCH;
                 features[at..at + BRANCH].copy_from_slice(&c[t * BRANCH..(t + 1) * BRANCH]);
@@ -263,12 +270,12 @@ impl SentenceEncoder {
     /// same pieces independently, so from [`PARALLEL_FROM`] pieces on the widest
     /// window (about 46% of the work) runs on a second thread, the machine's
     /// other core, while this one runs the two narrower.
-    fn branches(&self, embedded: &[f32], n: usize) -> Vec<Vec<f32>> {
+    fn branches(&self, embedded: &[f32], n: usize, second_core: bool) -> Vec<Vec<f32>> {
         let run = |branch: &Branch| branch.run(embedded, n, self.eps);
         let Some((wide, narrow)) = self.branches.split_last() else {
             return Vec::new();
         };
-        if n < PARALLEL_FROM {
+        if !second_core || n < PARALLEL_FROM {
             return self.branches.iter().map(run).collect();
         }
         // Whoever comes first runs the widest branch: the second thread as a
@@ -342,7 +349,7 @@ impl SentenceEncoder {
                     .map(|part| {
                         s.spawn(|| {
                             part.iter()
-                                .map(|&i| (hashes[i], self.encode(texts[i])))
+                                .map(|&i| (hashes[i], self.vector(texts[i], false)))
                                 .collect::<Vec<_>>()
                         })
                     })
