@@ -7,7 +7,7 @@ sums are a development figure for changes to the classifier or its data,
 chosen without touching the blind sets of `tests/intents/blind/`.
 
     python3 benches/intent_cv.py [--voxline target/release/voxline] [--per-fold] [--show]
-        [--all-misses] [--set fast_path_from=0.85 ...]
+        [--all-misses] [--whole-files] [--set fast_path_from=0.85 ...]
 
 Prints messages, accuracy, acted and confident wrong per language over all
 folds.
@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data/intents/corpus"
 
 
-def folds():
-    """(name, lines) per fold; a fold's lines leave the corpus while it is scored."""
+def folds(whole_files=False):
+    """(name, lines) per fold; a fold's lines leave the corpus while it is scored.
+    `whole_files`: each training file leaves whole, so that no line written
+    by the same helper in the same sitting stays behind to vouch for it."""
     out = []
     for path in sorted(CORPUS.glob("*.tsv")):
         lines = [l for l in path.read_text().splitlines() if l and not l.startswith("#")]
@@ -34,7 +36,7 @@ def folds():
         ]
         if path.name == "dev.tsv":
             continue  # read line by line while the patterns were written
-        if path.name.startswith("train"):
+        if path.name.startswith("train") and not whole_files:
             out.append((path.name + ":even", path.name, header, body[0::2], body[1::2]))
             out.append((path.name + ":odd", path.name, header, body[1::2], body[0::2]))
         else:
@@ -50,12 +52,14 @@ def main():
                     help="print each held-out message classified wrong with confidence to act")
     ap.add_argument("--all-misses", action="store_true",
                     help="print every held-out message classified wrong, acted on or not")
+    ap.add_argument("--whole-files", action="store_true",
+                    help="leave each training file out whole rather than half at a time")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [dialog.thresholds] setting for every fold")
     args = ap.parse_args()
 
     totals = defaultdict(lambda: defaultdict(int))
-    for name, file, header, held, kept in folds():
+    for name, file, header, held, kept in folds(args.whole_files):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             data = tmp / "data"
