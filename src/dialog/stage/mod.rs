@@ -935,7 +935,7 @@ mod tests {
     #[tokio::test]
     async fn classification_leaves_the_runtime_to_other_tasks() {
         let config = DialogConfig {
-            data_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data"),
+            data_dir: bundled_data(),
             sentence_encoder: Some(std::path::PathBuf::new()),
             ..Default::default()
         };
