@@ -12,12 +12,12 @@
 //! classified, on the runtime's threads, as the stage did before it moved
 //! classification to the blocking pool (less work than an answer).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use voxline::dialog::stage::DialogStage;
+use voxline::console::stats::percentiles;
+use voxline::dialog::stage::{bundled_data, DialogStage};
 use voxline::dialog::{DialogConfig, Message};
 
 const SENTENCE: &str = "Hi, this is Maria. Last Monday I ordered a blue backpack and two water \
@@ -35,7 +35,7 @@ fn main() {
 async fn run() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let config = DialogConfig {
-        data_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data"),
+        data_dir: bundled_data(),
         database: Some(dir.path().join("dialog.sqlite")),
         ..Default::default()
     };
@@ -46,29 +46,27 @@ async fn run() {
     );
     let long: String = SENTENCE.repeat(40).chars().take(4096).collect();
     let model = stage.intents();
-    let mut took: Vec<f64> = (0..30)
+    let took: Vec<f64> = (0..30)
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(model.classify(&long, None));
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    took.sort_by(f64::total_cmp);
+    let took = percentiles(&took);
     println!(
         "classify 4,096 characters: p50 {:.1} ms, max {:.1} ms",
-        took[took.len() / 2],
-        took[took.len() - 1]
+        took.p50.unwrap_or(f64::NAN),
+        took.max.unwrap_or(f64::NAN)
     );
+    // Customers 0 and 2 of each round send the long text, 1 and 3 a sentence.
+    let texts = [long, SENTENCE.to_string()];
+    let text = move |c: usize| texts[c % 2].clone();
 
     let stage_turns = {
-        let (stage, long) = (stage.clone(), long.clone());
+        let (stage, text) = (stage.clone(), text.clone());
         move |round: usize, c: usize| {
-            let stage = stage.clone();
-            let text = if c.is_multiple_of(2) {
-                long.clone()
-            } else {
-                SENTENCE.into()
-            };
+            let (stage, text) = (stage.clone(), text(c));
             tokio::spawn(async move {
                 stage
                     .answer(Message::text(
@@ -81,12 +79,7 @@ async fn run() {
         }
     };
     let inline_turns = move |_: usize, c: usize| {
-        let model = Arc::clone(&model);
-        let text = if c.is_multiple_of(2) {
-            long.clone()
-        } else {
-            SENTENCE.into()
-        };
+        let (model, text) = (Arc::clone(&model), text(c));
         tokio::spawn(async move {
             std::hint::black_box(model.classify(&text, None));
         })
@@ -122,15 +115,14 @@ async fn report(name: &str, turn: impl Fn(usize, usize) -> tokio::task::JoinHand
     }
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
-    let mut late = sleeper.await.expect("sleeper");
-    late.sort_by(f64::total_cmp);
-    let at = |q: f64| late[((late.len() - 1) as f64 * q) as usize];
+    let late = percentiles(&sleeper.await.expect("sleeper"));
+    let ms = |v: Option<f64>| v.unwrap_or(f64::NAN);
     println!(
         "{name}: 100 in {:.2} s; a 1 ms sleep woke late by p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} sleeps)",
         elapsed.as_secs_f64(),
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        late.len()
+        ms(late.p50),
+        ms(late.p99),
+        ms(late.max),
+        late.count
     );
 }
