@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
-use support::fake_graph::{FakeGraph, Faults};
+use support::fake_graph::{FakeGraph, Faults, Sent};
 use support::processes::Proc;
 use support::*;
 
@@ -52,6 +52,16 @@ const TEXTS_ANSWERED_MS: u64 = CLAIM_IDLE_MS + CLAIM_SLACK_MS + 2 * TEXT_TURN_MS
 /// Customers writing at the same time: their texts come faster than one
 /// customer's turns can run, so each has texts waiting behind its turn.
 const AT_ONCE: usize = 5;
+/// The messages of one group of [`AT_ONCE`] customers.
+const GROUP: usize = AT_ONCE * PER_CUSTOMER;
+/// The first worker is killed at the first message from this one on at
+/// which it holds a customer with three texts waiting: a new group of
+/// customers starts here, whose first texts queue up at once. Which worker
+/// takes which customer is the work stream's choice, so the first worker
+/// may hold none of this group's, and then it is the next group's turn.
+const KILL_FROM: usize = 2 * GROUP;
+/// By this message it must have been: the fourth group's last.
+const KILL_BY: usize = 4 * GROUP - 1;
 
 fn number(customer: usize) -> String {
     format!("3460{customer:07}")
@@ -147,6 +157,7 @@ async fn a_webhook_and_two_workers_survive_a_dead_worker_and_a_redis_restart() {
     let mut killed_at = None;
     let mut takeover = None;
     let mut in_flight_at_kill = 0;
+    let mut restart_at = None;
     for (i, &(customer, seq)) in plan.iter().enumerate() {
         let wamid = format!("wamid.C{customer}S{seq}");
         let payload = if seq == VOICE_SEQ {
@@ -156,54 +167,42 @@ async fn a_webhook_and_two_workers_survive_a_dead_worker_and_a_redis_restart() {
             text(&wamid, &number(customer), &body(customer, seq))
         };
         deliver_until_acknowledged(&client, webhook.port, &payload).await;
-        if i == 100 {
-            // The customers whose turns the first worker is running now.
+        if killed_at.is_none() && i >= KILL_FROM {
+            // The first worker is killed once it holds a customer with
+            // three texts unanswered: one may be in flight (its reply may
+            // still land, or be sent again), the others waited behind it,
+            // so only another worker can answer them, and the lease alone
+            // decides how soon. Three and not two, in case the first reply
+            // lands between this look and the kill.
             let held = leases_of(&redis.url(), one.child.id()).await;
-            assert!(
-                !held.is_empty(),
-                "the first worker runs no customer's turns"
-            );
-            one.kill();
-            killed_at = Some(Instant::now());
-            in_flight_at_kill = held.len();
-            // Per customer, the messages acknowledged and not answered yet:
-            // the first may have been in flight (its reply may still land,
-            // or be sent again); the second waited behind it, so only
-            // another worker can answer it.
-            let answered = graph.sent();
-            let waiting: Vec<Waiting> = held
+            let ready = waiting_of(&held, &graph.sent(), &plan[..=i])
                 .iter()
-                .filter_map(|held| {
-                    let customer = (0..CUSTOMERS).find(|&c| &number(c) == held)?;
-                    let replies: Vec<String> = answered
-                        .iter()
-                        .filter(|s| &s.to == held)
-                        .filter_map(|s| s.text.clone())
-                        .collect();
-                    let unanswered: Vec<usize> = plan[..=i]
-                        .iter()
-                        .filter(|&&(c, seq)| {
-                            c == customer && !replies.iter().any(|r| answers(c, seq, r))
-                        })
-                        .map(|&(_, seq)| seq)
-                        .collect();
-                    (unanswered.len() >= 2).then(|| Waiting {
-                        customer,
-                        in_flight: unanswered[0],
-                        next: unanswered[1],
-                    })
-                })
-                .collect();
+                .any(|w| w.unanswered.len() >= 3 && !w.unanswered[..3].contains(&VOICE_SEQ));
             assert!(
-                !waiting.is_empty(),
-                "none of the {} customers the worker held had messages waiting",
-                held.len()
+                ready || i < KILL_BY,
+                "by message {KILL_BY}, the first worker never held a customer with three texts waiting"
             );
-            let url = redis.url();
-            let dead = one.child.id();
-            takeover = Some(tokio::spawn(taken_over(graph.clone(), url, dead, waiting)));
+            if ready {
+                let held = leases_of(&redis.url(), one.child.id()).await;
+                one.kill();
+                killed_at = Some(Instant::now());
+                in_flight_at_kill = held.len();
+                // A group's messages later, so that redis-server goes down
+                // mid-run, with at least a group's messages after it.
+                restart_at = Some(i + GROUP);
+                eprintln!("cluster: the first worker killed after message {i}");
+                let waiting = waiting_of(&held, &graph.sent(), &plan[..=i]);
+                assert!(
+                    !waiting.is_empty(),
+                    "none of the {} customers the worker held had messages waiting",
+                    held.len()
+                );
+                let url = redis.url();
+                let dead = one.child.id();
+                takeover = Some(tokio::spawn(taken_over(graph.clone(), url, dead, waiting)));
+            }
         }
-        if i == 200 {
+        if restart_at == Some(i) {
             // Measured before redis-server goes down, so that the figures
             // are the lease's alone.
             let (claimed, answered) = takeover.take().unwrap().await.unwrap();
@@ -300,6 +299,34 @@ struct Waiting {
     in_flight: usize,
     /// The one after: only another worker can answer it.
     next: usize,
+    /// Every message of the customer's not answered yet, in order.
+    unanswered: Vec<usize>,
+}
+
+/// The customers among `held` with two messages or more of `delivered`
+/// not answered in `sent`.
+fn waiting_of(held: &[String], sent: &[Sent], delivered: &[(usize, usize)]) -> Vec<Waiting> {
+    held.iter()
+        .filter_map(|held| {
+            let customer = (0..CUSTOMERS).find(|&c| &number(c) == held)?;
+            let replies: Vec<&str> = sent
+                .iter()
+                .filter(|s| &s.to == held)
+                .filter_map(|s| s.text.as_deref())
+                .collect();
+            let unanswered: Vec<usize> = delivered
+                .iter()
+                .filter(|&&(c, seq)| c == customer && !replies.iter().any(|r| answers(c, seq, r)))
+                .map(|&(_, seq)| seq)
+                .collect();
+            (unanswered.len() >= 2).then(|| Waiting {
+                customer,
+                in_flight: unanswered[0],
+                next: unanswered[1],
+                unanswered,
+            })
+        })
+        .collect()
 }
 
 /// Whether a lease's holder name (`host-pid-start`) is process `pid`'s.
