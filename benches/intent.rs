@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use voxline::console::stats::percentiles;
 use voxline::dialog::intent::IntentModel;
 
 const MESSAGES: &[(&str, &str)] = &[
@@ -80,17 +81,17 @@ fn intent(c: &mut Criterion) {
             }
         }
         for (name, samples) in [
-            ("with the sentence encoder", &mut with),
-            ("n-grams alone", &mut without),
+            ("with the sentence encoder", &with),
+            ("n-grams alone", &without),
         ] {
-            samples.sort_by(f64::total_cmp);
-            let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+            let q = percentiles(samples);
+            let us = |v: Option<f64>| v.unwrap_or(f64::NAN);
             eprintln!(
                 "classify the {set} messages {name}, over {} calls: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
-                samples.len(),
-                q(0.5),
-                q(0.99),
-                q(1.0)
+                q.count,
+                us(q.p50),
+                us(q.p99),
+                us(q.max)
             );
         }
     }
