@@ -46,14 +46,7 @@ pub struct View<'a> {
     halves: &'a [u16],
 }
 
-impl<'a> View<'a> {
-    /// The numbers `range`, for example some rows of the matrix.
-    pub fn slice(self, range: std::ops::Range<usize>) -> View<'a> {
-        View {
-            halves: &self.halves[range],
-        }
-    }
-
+impl View<'_> {
     fn len(&self) -> usize {
         self.halves.len()
     }

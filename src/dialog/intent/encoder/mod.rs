@@ -12,6 +12,7 @@
 //! byte per number in 17 chunks with a scale and an offset each (65 MB).
 
 mod gemm;
+mod pairs;
 pub mod pieces;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::models::npy::{parse_npy, Array, Data};
 use gemm::{matmul, Weights};
+use pairs::{matmul_pairs, round_all, PairedWeights};
 use pieces::Pieces;
 
 /// Numbers per sentence.
@@ -90,11 +92,11 @@ impl Reader<'_> {
 struct Branch {
     window: usize,
     before: usize,
-    project: Weights,
+    project: PairedWeights,
     project_bias: Vec<f32>,
     norm_gain: Vec<f32>,
     norm_bias: Vec<f32>,
-    conv: [Weights; 2],
+    conv: [PairedWeights; 2],
     conv_bias: [Vec<f32>; 2],
 }
 
@@ -153,13 +155,22 @@ impl SentenceEncoder {
             branches.push(Branch {
                 window,
                 before,
-                project: Weights::new(&r.f32s(&format!("proj{window}"), &[DIM, BRANCH])?),
+                project: PairedWeights::new(
+                    &r.f32s(&format!("proj{window}"), &[DIM, BRANCH])?,
+                    BRANCH,
+                ),
                 project_bias: r.f32s(&format!("proj_b{window}"), &[BRANCH])?,
                 norm_gain: r.f32s(&format!("ln_g{window}"), &[BRANCH])?,
                 norm_bias: r.f32s(&format!("ln_b{window}"), &[BRANCH])?,
                 conv: [
-                    Weights::new(&r.f32s(&format!("w1_{window}"), &[window * BRANCH, BRANCH])?),
-                    Weights::new(&r.f32s(&format!("w2_{window}"), &[window * BRANCH, BRANCH])?),
+                    PairedWeights::new(
+                        &r.f32s(&format!("w1_{window}"), &[window * BRANCH, BRANCH])?,
+                        BRANCH,
+                    ),
+                    PairedWeights::new(
+                        &r.f32s(&format!("w2_{window}"), &[window * BRANCH, BRANCH])?,
+                        BRANCH,
+                    ),
                 ],
                 conv_bias: [
                     r.f32s(&format!("b1_{window}"), &[BRANCH])?,
@@ -313,9 +324,10 @@ const PARALLEL_FROM: usize = 4;
 
 /// The cache file: this magic, then per text its FNV-1a hash (u64) and
 /// its [`DIM`] numbers, little-endian. The version changes with the
-/// numbers the encoder computes (2: weights in half precision), so that a
+/// numbers the encoder computes (2: weights in half precision; 3: the
+/// branches' products in bfloat16), so that a
 /// cache from before is computed again rather than mixed with new vectors.
-const CACHE_MAGIC: &[u8] = b"voxline sentence vectors 2\n";
+const CACHE_MAGIC: &[u8] = b"voxline sentence vectors 3\n";
 /// Texts the cache keeps at most (about 40 MB).
 const CACHE_TEXTS: usize = 20_000;
 
@@ -422,7 +434,13 @@ impl Branch {
     /// This branch's output for the `n` pieces `embedded`, `n` × [`BRANCH`].
     fn run(&self, embedded: &[f32], n: usize, eps: f32) -> Vec<f32> {
         let mut x = vec![0.0f32; n * BRANCH];
-        matmul(embedded, DIM, self.project.view(), BRANCH, &mut x);
+        matmul_pairs(
+            &round_all(embedded),
+            DIM,
+            self.project.view(),
+            BRANCH,
+            &mut x,
+        );
         for row in x.chunks_exact_mut(BRANCH) {
             add(row, &self.project_bias);
             layer_norm(row, &self.norm_gain, &self.norm_bias, eps);
@@ -435,12 +453,11 @@ impl Branch {
     /// the message), then ReLU, plus the input.
     fn convolve(&self, x: &[f32], layer: usize, n: usize) -> Vec<f32> {
         let w = &self.conv[layer];
+        let rounded = round_all(x);
         let mut out = vec![0.0f32; n * BRANCH];
         for slot in 0..self.window {
             // Piece t reads piece t + slot - before.
-            let weights = w
-                .view()
-                .slice(slot * BRANCH * BRANCH..(slot + 1) * BRANCH * BRANCH);
+            let weights = w.rows(slot * BRANCH..(slot + 1) * BRANCH);
             let first = self.before.saturating_sub(slot);
             let last = (n + self.before).saturating_sub(slot).min(n);
             if first >= last {
@@ -448,8 +465,8 @@ impl Branch {
             }
             let src = first + slot - self.before;
             let rows = last - first;
-            matmul(
-                &x[src * BRANCH..(src + rows) * BRANCH],
+            matmul_pairs(
+                &rounded[src * BRANCH..(src + rows) * BRANCH],
                 BRANCH,
                 weights,
                 BRANCH,
@@ -501,13 +518,16 @@ mod tests {
         let branch = Branch {
             window: 3,
             before: 1,
-            project: Weights::new(&[]),
+            project: PairedWeights::new(&[], BRANCH),
             project_bias: vec![],
             norm_gain: vec![],
             norm_bias: vec![],
             conv: [
-                Weights::new(&[identity(1.0), identity(2.0), identity(3.0)].concat()),
-                Weights::new(&[]),
+                PairedWeights::new(
+                    &[identity(1.0), identity(2.0), identity(3.0)].concat(),
+                    BRANCH,
+                ),
+                PairedWeights::new(&[], BRANCH),
             ],
             conv_bias: [vec![0.0; BRANCH], vec![]],
         };
