@@ -1,9 +1,11 @@
-//! `out += a · w`, the encoder's one heavy operation, for `a` of rows × `k`
-//! and `w` of `k` × `cols`, both row major.
+//! `out += a · w` for the dense layers (the pooling and those after it),
+//! `a` of rows × `k` and `w` of `k` × `cols`, both row major. The
+//! branches' products, the bulk of the arithmetic, are
+//! [`super::pairs`]'s, in bfloat16.
 //!
 //! The weights are half-precision numbers ([`Weights`]). With AVX2, FMA and
-//! F16C (checked at run time) and `cols` a multiple of 64 (all of the
-//! encoder's matrices), each is widened as it is loaded, and a block of
+//! F16C (checked at run time) and `cols` a multiple of 64 (all of these
+//! matrices), each is widened as it is loaded, and a block of
 //! `out` is kept in registers across the whole of `k`: six rows by 16
 //! columns, each step reading two vectors of `w` and six numbers of `a` for
 //! twelve fused multiply-adds, so the loop is bound by arithmetic rather
