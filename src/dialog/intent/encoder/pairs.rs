@@ -122,10 +122,11 @@ pub fn matmul_pairs(a: &[f32], k: usize, w: PairedView, cols: usize, out: &mut [
     if cols.is_multiple_of(64) {
         if std::arch::is_x86_feature_detected!("avx512bf16")
             && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx2")
         {
             let pairs = pack(a);
-            // SAFETY: the CPU has both features, checked just above, and
-            // the slices' lengths were checked against the shapes.
+            // SAFETY: the CPU has the three features, checked just above,
+            // and the slices' lengths were checked against the shapes.
             unsafe {
                 dot::matmul(
                     pairs.as_ptr(),
