@@ -234,6 +234,39 @@ macro_rules! bands {
                     j += 8 * V;
                 }
             }
+
+            /// The `R` × `8V` block of `out` at row `r`, column `j`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn load<const R: usize, const V: usize>(
+                &self,
+                r: usize,
+                j: usize,
+            ) -> [[__m256; V]; R] {
+                let mut sums = [[_mm256_setzero_ps(); V]; R];
+                for (i, row) in sums.iter_mut().enumerate() {
+                    for (v, s) in row.iter_mut().enumerate() {
+                        *s = _mm256_loadu_ps(self.out.add((r + i) * self.cols + j + 8 * v));
+                    }
+                }
+                sums
+            }
+
+            /// Writes `sums` back where [`Self::load`] read them.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn store<const R: usize, const V: usize>(
+                &self,
+                sums: &[[__m256; V]; R],
+                r: usize,
+                j: usize,
+            ) {
+                for (i, row) in sums.iter().enumerate() {
+                    for (v, s) in row.iter().enumerate() {
+                        _mm256_storeu_ps(self.out.add((r + i) * self.cols + j + 8 * v), *s);
+                    }
+                }
+            }
         }
     };
 }
@@ -250,12 +283,7 @@ mod dot {
         #[target_feature(enable = "avx512bf16,avx512vl,avx2")]
         #[inline]
         unsafe fn block<const R: usize, const V: usize>(&self, r: usize, j: usize) {
-            let mut sums = [[_mm256_setzero_ps(); V]; R];
-            for (i, row) in sums.iter_mut().enumerate() {
-                for (v, s) in row.iter_mut().enumerate() {
-                    *s = _mm256_loadu_ps(self.out.add((r + i) * self.cols + j + 8 * v));
-                }
-            }
+            let mut sums = self.load::<R, V>(r, j);
             for p in 0..self.half {
                 let mut ws = [_mm256_setzero_si256(); V];
                 for (v, x) in ws.iter_mut().enumerate() {
@@ -274,11 +302,7 @@ mod dot {
                     }
                 }
             }
-            for (i, row) in sums.iter().enumerate() {
-                for (v, s) in row.iter().enumerate() {
-                    _mm256_storeu_ps(self.out.add((r + i) * self.cols + j + 8 * v), *s);
-                }
-            }
+            self.store(&sums, r, j);
         }
     }
 }
@@ -296,12 +320,7 @@ mod fma {
         #[target_feature(enable = "avx2,fma")]
         #[inline]
         unsafe fn block<const R: usize, const V: usize>(&self, r: usize, j: usize) {
-            let mut sums = [[_mm256_setzero_ps(); V]; R];
-            for (i, row) in sums.iter_mut().enumerate() {
-                for (v, s) in row.iter_mut().enumerate() {
-                    *s = _mm256_loadu_ps(self.out.add((r + i) * self.cols + j + 8 * v));
-                }
-            }
+            let mut sums = self.load::<R, V>(r, j);
             let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
             for p in 0..self.half {
                 let mut lows = [_mm256_setzero_ps(); V];
@@ -321,11 +340,7 @@ mod fma {
                     }
                 }
             }
-            for (i, row) in sums.iter().enumerate() {
-                for (v, s) in row.iter().enumerate() {
-                    _mm256_storeu_ps(self.out.add((r + i) * self.cols + j + 8 * v), *s);
-                }
-            }
+            self.store(&sums, r, j);
         }
     }
 }
